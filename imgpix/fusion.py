@@ -1,0 +1,110 @@
+"""Eq. 1: fusing pixel-wise probabilities with image-level labels.
+
+``P'_c = P_c * L_c / sum_j P_j * L_j`` per pixel ("dot" fusion), or the
+paper's addition ablation ``P'_c = (P_c + L_c) / sum_j (P_j + L_j)``.
+
+Rules shared by both functions:
+
+* ``labels`` are weights in [0, 1], shape [B, N] or [N] (broadcast over the
+  batch); binary labels select classes, soft labels re-weight them.
+* **Empty label rows.** A label row that selects no class (all zeros, e.g.
+  after a high threshold ``tau``) carries no information, so that image falls
+  back to the unfused prediction ``P``. Never NaN.
+* In probability space a pixel whose probabilities are exactly 0 on every
+  selected class (possible only for hand-made ``P``) gets ``L / sum(L)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+SUM_TOLERANCE = 1e-3
+FUSION_MODES = ("dot", "add")
+
+
+def _check_labels(labels: Tensor, batch: int, num_classes: int) -> Tensor:
+    """Validate labels and return them as a [B, N] float tensor."""
+    if labels.dim() == 1:
+        labels = labels.unsqueeze(0).expand(batch, -1)
+    if labels.dim() != 2:
+        raise ValueError(f"labels must have shape [B, N] or [N], got {tuple(labels.shape)}")
+    if labels.shape[1] != num_classes:
+        raise ValueError(f"label length {labels.shape[1]} != number of classes N={num_classes}")
+    if labels.shape[0] != batch:
+        raise ValueError(f"label batch size {labels.shape[0]} != prediction batch size {batch}")
+    if labels.dtype != torch.bool:
+        if labels.is_floating_point() and bool(torch.isnan(labels).any()):
+            raise ValueError("labels contain NaN")
+        if bool((labels < 0).any()) or bool((labels > 1).any()):
+            raise ValueError("labels must lie in [0, 1]; got values outside that range")
+    return labels
+
+
+def _check_maps(maps: Tensor, name: str) -> None:
+    if maps.dim() != 4:
+        raise ValueError(f"{name} must have shape [B, N, H, W], got {tuple(maps.shape)}")
+
+
+def _with_empty_rows_filled(labels: Tensor) -> Tensor:
+    """Labels as float with each all-zero row replaced by ones (the fallback rule)."""
+    weights = labels.float()
+    empty = weights.sum(dim=1, keepdim=True) == 0
+    return torch.where(empty, torch.ones_like(weights), weights)
+
+
+def fuse(probs: Tensor, labels: Tensor, *, mode: str = "dot") -> Tensor:
+    """Eq. 1: fuse probabilities ``probs`` [B,N,H,W] with image labels ``labels``.
+
+    ``mode="dot"`` renormalises ``P * L`` per pixel; ``mode="add"`` renormalises
+    ``P + L`` (the paper's Table 3 ablation). Returns a tensor with the shape
+    and dtype of ``probs``. Raises ``ValueError`` on bad shapes, labels outside
+    [0, 1], or pixels of ``probs`` that are negative or do not sum to 1.
+    """
+    if mode not in FUSION_MODES:
+        raise ValueError(f"mode must be one of {FUSION_MODES}, got {mode!r}")
+    _check_maps(probs, "probs")
+    batch, num_classes = probs.shape[:2]
+    labels = _check_labels(labels, batch, num_classes)
+    work = probs.float()
+    if bool((work < 0).any()):
+        raise ValueError("probs contain negative values")
+    if bool(((work.sum(dim=1) - 1).abs() > SUM_TOLERANCE).any()):
+        raise ValueError(f"probs must sum to 1 over the class dimension (tolerance {SUM_TOLERANCE})")
+    if mode == "add":  # an empty row adds nothing: P itself, as the fallback rule asks
+        weights = labels.float().to(work.device)[:, :, None, None]
+        fused = work + weights
+    else:
+        weights = _with_empty_rows_filled(labels).to(work.device)[:, :, None, None]
+        fused = work * weights
+    total = fused.sum(dim=1, keepdim=True)
+    fallback = (weights / weights.sum(dim=1, keepdim=True)).expand_as(fused)
+    fused = torch.where(total > 0, fused / total.clamp_min(torch.finfo(work.dtype).tiny), fallback)
+    return fused.to(probs.dtype)
+
+
+def fuse_log(logits: Tensor, labels: Tensor) -> Tensor:
+    """Eq. 1 in log space: ``log P'`` from ``logits`` [B,N,H,W] and labels.
+
+    Equals ``log(fuse(softmax(logits), labels))`` computed as the masked
+    ``log_softmax(logits + log L)``: ``-inf`` where ``L = 0``, finite elsewhere,
+    never NaN (also for logits of +-1e4 and in float16/bfloat16, which are
+    computed in float32). The gradient w.r.t. logits of absent classes is 0.
+    """
+    _check_maps(logits, "logits")
+    batch, num_classes = logits.shape[:2]
+    labels = _check_labels(labels, batch, num_classes)
+    weights = _with_empty_rows_filled(labels).to(logits.device)[:, :, None, None]
+    work = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    return masked_log_softmax(work, weights).to(logits.dtype)
+
+
+def masked_log_softmax(logits: Tensor, weights: Tensor) -> Tensor:
+    """Reference form of Eq. 1 in log space: ``log_softmax(z + log L)`` over dim 1.
+
+    ``weights`` [B,N,1,1] must have no all-zero row. The ``where`` (not an
+    addition of ``-inf``) keeps the gradient of absent classes at exactly 0.
+    """
+    present = weights > 0
+    shifted = torch.where(present, logits + weights.log().to(logits.dtype), float("-inf"))
+    return torch.log_softmax(shifted, dim=1)

@@ -1,0 +1,58 @@
+"""FCN evaluation: one confusion matrix per dataset -> PA, MPA, FWAA, MIOU.
+
+With ``cm[t, p]`` counting pixels of true class t predicted as p:
+PA = trace/total; MPA = nanmean(diag/row); IoU_c = diag/(row + col - diag);
+MIOU = nanmean(IoU) (a class absent from truth and prediction is left out, one
+predicted but absent from truth counts 0); FWAA = sum over rows > 0 of
+(row/total) * IoU_c, FCN's frequency-weighted IU. Scores are fractions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .labels import IGNORE_INDEX
+
+
+def confusion_matrix(
+    pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX
+) -> Tensor:
+    """[N, N] int64 counts (rows: truth, columns: prediction); ignored pixels skipped.
+
+    Sum the matrices of all batches before calling :func:`scores`.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"pred shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
+    pred, target = pred.reshape(-1).long(), target.reshape(-1).long()
+    keep = target != ignore_index
+    pred, target = pred[keep], target[keep]
+    if bool(((target < 0) | (target >= num_classes)).any()):
+        raise ValueError(f"target values must lie in [0, {num_classes}) or equal {ignore_index}")
+    if bool(((pred < 0) | (pred >= num_classes)).any()):
+        raise ValueError(f"pred values must lie in [0, {num_classes})")
+    flat = target * num_classes + pred
+    return torch.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def scores(cm) -> dict:
+    """PA, MPA, FWAA, MIOU (fractions in [0, 1]) and per-class ``IoU`` of a confusion matrix."""
+    cm = np.asarray(cm.cpu() if isinstance(cm, Tensor) else cm, dtype=np.float64)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+        raise ValueError(f"confusion matrix must be square, got shape {cm.shape}")
+    diag, rows, cols = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)
+    total = cm.sum()
+    if total == 0:
+        raise ValueError("confusion matrix is empty: no labelled pixels")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        class_acc = diag / rows
+        iou = diag / (rows + cols - diag)
+    seen = rows > 0
+    return {
+        "PA": float(diag.sum() / total),
+        "MPA": float(np.nanmean(class_acc)),
+        "FWAA": float((rows[seen] / total * iou[seen]).sum()),
+        "MIOU": float(np.nanmean(iou)),
+        "IoU": iou,
+    }
