@@ -1,0 +1,151 @@
+"""Shared timing helpers for the benchmarks and the performance gate.
+
+Everything here reports *seconds* and is meant to be turned into ratios inside
+one run (``measure_ratio``): absolute times on a shared machine are noise.
+
+* ``DEVICES`` / ``require_device`` -- device parametrisation; ``cuda`` skips
+  cleanly (``pytest.skip`` in tests, ``DeviceUnavailable`` elsewhere).
+* ``measure(fn, device)`` -- median seconds of ``fn()`` after a warm-up, with
+  ``torch.cuda.synchronize`` inside the timed region on GPU.
+* ``measure_ratio(fn, baseline, device)`` -- median of per-round ratios with
+  the two sides interleaved, so slow phases of the machine hit both.
+* ``copy_fwd`` / ``copy_fwd_bwd`` -- the bandwidth baseline: a tensor copy
+  (``x.clone()``) of the same size, forward or forward + backward;
+  ``fwd_bwd(op, x, grad)`` the same harness for any op.
+* ``voc_labels`` -- VOC-like image labels (~3 of 21 classes on).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+DEVICES = ("cpu", "cuda")
+
+
+class DeviceUnavailable(RuntimeError):
+    """Raised by ``require_device`` outside pytest when the device is missing."""
+
+
+def device_available(device: str) -> bool:
+    return device == "cpu" or (device == "cuda" and torch.cuda.is_available())
+
+
+def require_device(device: str) -> torch.device:
+    """``torch.device(device)``, or skip (under pytest) / raise when it is absent."""
+    if not device_available(device):
+        reason = f"{device} not available (torch {torch.__version__})"
+        try:
+            import pytest
+        except ImportError:  # pragma: no cover - pytest is a dev dependency
+            raise DeviceUnavailable(reason) from None
+        pytest.skip(reason)
+    return torch.device(device)
+
+
+def sync(device: str | torch.device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def synced(fn: Callable[[], object], device: str | torch.device) -> Callable[[], None]:
+    """``fn`` followed by a device synchronisation (for pytest-benchmark)."""
+    dev = torch.device(device)
+
+    def call() -> None:
+        fn()
+        sync(dev)
+
+    return call
+
+
+def time_once(fn: Callable[[], object], device: str | torch.device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def measure(fn: Callable[[], object], device: str | torch.device, *, warmup: int = 3, repeats: int = 10) -> float:
+    """Median wall time of ``fn()`` in seconds, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    return statistics.median(time_once(fn, device) for _ in range(repeats))
+
+
+def measure_ratio(
+    fn: Callable[[], object],
+    baseline: Callable[[], object],
+    device: str | torch.device,
+    *,
+    warmup: int = 2,
+    repeats: int = 10,
+) -> float:
+    """Median over rounds of ``time(fn) / time(baseline)``, the two interleaved."""
+    for _ in range(warmup):
+        fn()
+        baseline()
+    ratios = []
+    for i in range(repeats):
+        if i % 2:  # alternate the order too, so neither side always runs "second"
+            b = time_once(baseline, device)
+            a = time_once(fn, device)
+        else:
+            a = time_once(fn, device)
+            b = time_once(baseline, device)
+        ratios.append(a / b)
+    return statistics.median(ratios)
+
+
+def copy_fwd(x: Tensor) -> Callable[[], Tensor]:
+    """Forward of a plain copy of ``x``: reads and writes ``x.numel()`` elements."""
+    return lambda: x.clone()
+
+
+def copy_fwd_bwd(x: Tensor) -> Callable[[], None]:
+    """Forward + backward of a plain copy: ``x.clone()`` then a cloned gradient.
+
+    ``x`` must require grad; ``grad`` is a fixed upstream gradient, so the
+    backward of ``clone`` (an identity) costs one more read + write.
+    """
+    grad = torch.ones_like(x)
+
+    def run() -> None:
+        out = x.clone()
+        (g,) = torch.autograd.grad(out, x, grad)
+        g.clone()  # autograd passes ``grad`` through; materialise it like a real backward
+
+    return run
+
+
+def fwd_bwd(op: Callable[[Tensor], Tensor], x: Tensor, grad: Tensor | None = None) -> Callable[[], None]:
+    """Forward + backward of ``op(x)`` against a fixed upstream gradient."""
+
+    cache = [grad]
+
+    def run() -> None:
+        out = op(x)
+        if cache[0] is None:  # created once, outside the steady state
+            cache[0] = torch.ones_like(out)
+        torch.autograd.grad(out, x, cache[0])
+
+    return run
+
+
+def gbps(num_bytes: float, seconds: float) -> float:
+    return num_bytes / seconds / 1e9
+
+
+def voc_labels(batch: int, num_classes: int = 21, device: str | torch.device = "cpu", seed: int = 0) -> Tensor:
+    """[B, N] binary image labels like VOC's: background plus two random object classes."""
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.zeros(batch, num_classes)
+    labels[:, 0] = 1
+    for b in range(batch):
+        labels[b, 1 + torch.randperm(num_classes - 1, generator=gen)[:2]] = 1
+    return labels.to(device)

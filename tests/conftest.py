@@ -1,0 +1,30 @@
+"""Shared pytest configuration: hypothesis profiles.
+
+``ci`` (selected when the environment has ``CI=true``) is derandomised and
+bounded so the suite is reproducible and fast; ``dev`` (the default) runs
+more examples. Override with ``HYPOTHESIS_PROFILE=<name>``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    max_examples=30,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "dev",
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+_default = "ci" if os.environ.get("CI", "").lower() in ("1", "true", "yes") else "dev"
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", _default))

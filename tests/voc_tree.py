@@ -1,0 +1,139 @@
+"""Build a tiny fake PASCAL VOC 2012 + SBD tree on disk (for tests; no downloads).
+
+    from tests.voc_tree import build_voc_tree   # or: from voc_tree import ...
+    tree = build_voc_tree(tmp_path)
+    tree["train"], tree["val"], tree["trainaug"]  # id lists
+    tree["masks"][id]       # uint8 [H,W] class ids written to SegmentationClass/<id>.png
+    tree["sbd_masks"][id]   # uint8 [H,W] class ids written to SBD/cls/<id>.mat
+
+Layout (as ``imgpix.data.voc`` expects)::
+
+    root/VOCdevkit/VOC2012/{JPEGImages/*.jpg, SegmentationClass/*.png,
+                            ImageSets/Segmentation/{train,val,trainval}.txt}
+    root/SBD/{img/*.jpg, cls/*.mat, train.txt, val.txt}
+
+Id sets are chosen to exercise the ``trainaug`` rule (SBD train ∪ SBD val ∪
+VOC train) minus VOC val: SBD train also lists the first VOC train id (overlap,
+whose VOC PNG must win over SBD's .mat) and the first VOC val id (must be
+dropped). SBD-only ids have their JPEG only in ``SBD/img``. VOC PNGs are 'P'
+mode with the VOC palette and a 1-px 255 border around each object; SBD masks
+have no 255 (like the real SBD).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def voc_palette() -> list[int]:
+    """The standard 256-entry PASCAL VOC colour map, flattened RGB."""
+    palette = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        palette += [r, g, b]
+    return palette
+
+
+def random_mask(rng: np.random.Generator, size: tuple[int, int], border: bool = True) -> np.ndarray:
+    """Background + 1-2 rectangles of random classes 1..20, optional 1-px 255 border."""
+    h, w = size
+    mask = np.zeros((h, w), dtype=np.uint8)
+    for _ in range(int(rng.integers(1, 3))):
+        cls = int(rng.integers(1, 21))
+        y0, x0 = int(rng.integers(0, h // 2)), int(rng.integers(0, w // 2))
+        y1, x1 = y0 + int(rng.integers(6, h // 2 + 1)), x0 + int(rng.integers(6, w // 2 + 1))
+        if border:
+            mask[max(y0 - 1, 0) : y1 + 1, max(x0 - 1, 0) : x1 + 1] = 255
+        mask[y0:y1, x0:x1] = cls
+    return mask
+
+
+def write_jpeg(path: Path, rng: np.random.Generator, size: tuple[int, int]) -> None:
+    h, w = size
+    Image.fromarray(rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)).save(path, quality=90)
+
+
+def write_png_mask(path: Path, mask: np.ndarray) -> None:
+    h, w = mask.shape
+    img = Image.frombytes("P", (w, h), np.ascontiguousarray(mask, dtype=np.uint8).tobytes())
+    img.putpalette(voc_palette())
+    img.save(path)
+
+
+def write_sbd_mat(path: Path, mask: np.ndarray) -> None:
+    from scipy.io import savemat
+    from scipy.sparse import csc_matrix
+
+    boundaries = np.empty((20, 1), dtype=object)  # SBD: a cell of 20 sparse boundary maps
+    for k in range(20):
+        boundaries[k, 0] = csc_matrix(mask.shape, dtype=np.uint8)
+
+    present = np.unique(mask[(mask > 0) & (mask < 255)]).astype(np.uint8).reshape(-1, 1)
+    savemat(
+        path,
+        {
+            "GTcls": {
+                "Segmentation": mask.astype(np.uint8),
+                "Boundaries": boundaries,
+                "CategoriesPresent": present,
+            }
+        },
+    )
+
+
+def build_voc_tree(root, n_train: int = 3, n_val: int = 2, n_sbd: int = 2, size=(40, 52), seed: int = 0) -> dict:
+    """Write the tiny tree under ``root``; return ids per split and the masks written."""
+    root = Path(root)
+    voc = root / "VOCdevkit" / "VOC2012"
+    sbd = root / "SBD"
+    for d in (voc / "JPEGImages", voc / "SegmentationClass", voc / "ImageSets" / "Segmentation",
+              sbd / "img", sbd / "cls"):
+        d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+
+    train = [f"2007_{i:06d}" for i in range(n_train)]
+    val = [f"2008_{i:06d}" for i in range(n_val)]
+    sbd_new = [f"2009_{i:06d}" for i in range(n_sbd)]
+    half = (n_sbd + 1) // 2
+    sbd_train = sbd_new[:half] + train[:1] + val[:1]
+    sbd_val = sbd_new[half:]
+
+    masks = {}
+    for i in train + val:
+        write_jpeg(voc / "JPEGImages" / f"{i}.jpg", rng, size)
+        masks[i] = random_mask(rng, size, border=True)
+        write_png_mask(voc / "SegmentationClass" / f"{i}.png", masks[i])
+    sbd_masks = {}
+    for i in sbd_train + sbd_val:
+        write_jpeg(sbd / "img" / f"{i}.jpg", rng, size)
+        sbd_masks[i] = random_mask(rng, size, border=False)
+        write_sbd_mat(sbd / "cls" / f"{i}.mat", sbd_masks[i])
+
+    sets = voc / "ImageSets" / "Segmentation"
+    (sets / "train.txt").write_text("".join(f"{i}\n" for i in train))
+    (sets / "val.txt").write_text("".join(f"{i}\n" for i in val))
+    (sets / "trainval.txt").write_text("".join(f"{i}\n" for i in train + val))
+    (sbd / "train.txt").write_text("".join(f"{i}\n" for i in sbd_train))
+    (sbd / "val.txt").write_text("".join(f"{i}\n" for i in sbd_val))
+
+    trainaug = sorted((set(sbd_train) | set(sbd_val) | set(train)) - set(val))
+    return {
+        "root": root,
+        "train": train,
+        "val": val,
+        "sbd_train": sbd_train,
+        "sbd_val": sbd_val,
+        "trainaug": trainaug,
+        "masks": masks,
+        "sbd_masks": sbd_masks,
+        "size": tuple(size),
+    }
