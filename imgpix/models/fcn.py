@@ -204,8 +204,8 @@ class FCN(nn.Module):
     Logits come out at the input size for any H, W.
 
     Parameters for 21 classes: VGG16 32s 136,152,917; 16s 134,815,994;
-    8s 134,489,759 (backbone 134,260,544). ``backbone="tiny"``: 32s 90,278;
-    16s 98,027; 8s 105,551 (levels at strides 2/4/8, receptive field 36 px).
+    8s 134,489,759 (backbone 134,260,544). ``backbone="tiny"``: 32s 196,229;
+    16s 119,306; 8s 105,551 (levels at strides 2/4/8, receptive field 36 px).
     """
 
     def __init__(self, num_classes: int = 21, variant: str = "8s", backbone: str = "vgg16",
