@@ -66,11 +66,14 @@ def fuse(probs: Tensor, labels: Tensor, *, mode: str = "dot") -> Tensor:
     _check_maps(probs, "probs")
     batch, num_classes = probs.shape[:2]
     labels = _check_labels(labels, batch, num_classes)
-    work = probs.float()
+    work = probs.double() if probs.dtype == torch.float64 else probs.float()
+    if not bool(torch.isfinite(work).all()):
+        raise ValueError("probs contain NaN or infinite values")
     if bool((work < 0).any()):
         raise ValueError("probs contain negative values")
-    if bool(((work.sum(dim=1) - 1).abs() > SUM_TOLERANCE).any()):
-        raise ValueError(f"probs must sum to 1 over the class dimension (tolerance {SUM_TOLERANCE})")
+    tolerance = max(SUM_TOLERANCE, num_classes * torch.finfo(probs.dtype).eps)
+    if bool(((work.sum(dim=1) - 1).abs() > tolerance).any()):
+        raise ValueError(f"probs must sum to 1 over the class dimension (tolerance {tolerance:.3g})")
     if mode == "add":  # an empty row adds nothing: P itself, as the fallback rule asks
         weights = labels.float().to(work.device)[:, :, None, None]
         fused = work + weights
@@ -79,7 +82,7 @@ def fuse(probs: Tensor, labels: Tensor, *, mode: str = "dot") -> Tensor:
         fused = work * weights
     total = fused.sum(dim=1, keepdim=True)
     fallback = (weights / weights.sum(dim=1, keepdim=True)).expand_as(fused)
-    fused = torch.where(total > 0, fused / total.clamp_min(torch.finfo(work.dtype).tiny), fallback)
+    fused = torch.where(total > 0, fused / torch.where(total > 0, total, torch.ones_like(total)), fallback)
     return fused.to(probs.dtype)
 
 

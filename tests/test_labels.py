@@ -134,7 +134,7 @@ def test_corrupt_does_not_mutate_or_alias_input():
     assert torch.equal(float_labels, original.float())
 
 
-@given(label_matrix(max_n=12), st.integers(0, 12), st.integers(1, 12), st.integers(0, 2**31 - 1), st.data())
+@given(label_matrix(max_n=12), st.integers(0, 12), st.integers(1, 4), st.integers(0, 2**31 - 1), st.data())
 def test_protected_classes_are_kept_and_count_toward_k(labels, m, k, seed, data):
     N = labels.shape[1]
     protected = data.draw(st.lists(st.integers(0, N - 1), unique=True, max_size=3))
@@ -157,6 +157,12 @@ def test_protected_hand_example():
         assert torch.equal(out, torch.tensor([[True, False, False, False]]))
         out = lb.corrupt(labels, k=2, generator=torch.Generator().manual_seed(seed), protected=[0])
         assert out[0, 0] and int(out.sum()) == 2 and not out[0, 3]
+        # more protected classes present than k: all of them are still kept
+        out = lb.corrupt(labels, k=1, generator=torch.Generator().manual_seed(seed), protected=[0, 2])
+        assert torch.equal(out, torch.tensor([[True, False, True, False]]))
+        # a protected class that is absent is not forced on
+        out = lb.corrupt(labels, k=1, generator=torch.Generator().manual_seed(seed), protected=[3])
+        assert not out[0, 3] and int(out.sum()) == 1
 
 
 @pytest.mark.parametrize("kwargs, match", [({"m": -1}, "m must"), ({"k": 0}, "k must"), ({"k": -2}, "k must")])
