@@ -90,9 +90,12 @@ def run_train(args) -> None:
         num_train=args.num_train, num_val=args.num_val, image_size=args.image_size, crop_size=args.crop_size,
         seed=args.seed, device=device, workers=args.workers, amp=args.amp, channels_last=args.channels_last,
         compile=args.compile)
-    train(cfg, args.out)
-    if distributed.is_main():
-        print(f"wrote {Path(args.out) / 'checkpoint.pt'} and {Path(args.out) / 'metrics.csv'}")
+    try:
+        train(cfg, args.out)
+        if distributed.is_main():
+            print(f"wrote {Path(args.out) / 'checkpoint.pt'} and {Path(args.out) / 'metrics.csv'}")
+    finally:
+        distributed.shutdown()
 
 
 def run_evaluate(args) -> None:
@@ -106,7 +109,7 @@ def run_evaluate(args) -> None:
         model.tau = args.tau
     source = args.label_source or ("labeler" if model.labeler is not None else "oracle")
     if source == "labeler" and model.labeler is None:
-        raise SystemExit("imgpix evaluate: error: --label-source labeler needs a checkpoint trained with a labeler")
+        raise ValueError("--label-source labeler needs a checkpoint trained with a labeler")
     result = evaluate(model, build_loader(cfg, "val", shuffle=False), source, args.device, progress=True)
     print(f"| labels | {' | '.join(METRIC_NAMES)} |")
     print(f"|---|{'---|' * len(METRIC_NAMES)}")

@@ -1,7 +1,19 @@
 """torch.distributed glue: the same training script runs alone or under ``torchrun``.
 
-Only rank 0 writes files; evaluation shards the split without padding and sums
-the confusion matrices with ``all_reduce``.
+``torchrun --standalone --nproc_per_node=N -m imgpix.cli train ...`` starts N
+processes; :func:`init_from_env` joins them into one process group (``gloo``
+on CPU, ``nccl`` on CUDA), the networks are wrapped in
+``DistributedDataParallel`` (gradients averaged over processes in every
+backward pass) and each process reads its own shard of the training set
+through a ``DistributedSampler``. ``--batch-size`` is per process: one
+optimiser step sees ``N * batch_size`` images.
+
+Only rank 0 writes files; evaluation shards the split without padding (no
+sample counted twice) and sums the confusion matrices with ``all_reduce``.
+BatchNorm statistics are per process (plain DDP; ``SyncBatchNorm`` needs a
+GPU); :func:`broadcast_buffers` copies rank 0's running statistics to every
+process before evaluation so that all ranks evaluate the model rank 0 saves.
+Without ``torchrun`` (``WORLD_SIZE`` unset or 1) every function is a no-op.
 """
 
 from __future__ import annotations
@@ -36,12 +48,19 @@ def init_from_env(device: str) -> str:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or active():
         return device
     cuda = torch.device(device).type == "cuda"
-    tdist.init_process_group(backend="nccl" if cuda else "gloo")
     if cuda:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
-        return f"cuda:{local}"
+        device = f"cuda:{local}"
+    tdist.init_process_group(backend="nccl" if cuda else "gloo",
+                             **({"device_id": torch.device(device)} if cuda else {}))
     return device
+
+
+def shutdown() -> None:
+    """Leave the process group (``destroy_process_group``) if one was joined."""
+    if active():
+        tdist.destroy_process_group()
 
 
 def sampler(dataset: Dataset, shuffle: bool, seed: int):
@@ -65,3 +84,21 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if active():
         tdist.all_reduce(tensor)
     return tensor
+
+
+def mean_over_ranks(values: dict[str, float], device="cpu") -> dict[str, float]:
+    """The average of each value over all processes (same keys on every rank)."""
+    if not active() or not values:
+        return values
+    names = list(values)  # insertion order: the loss names come out in the same order on every rank
+    total = torch.tensor([values[name] for name in names], dtype=torch.float64, device=device)
+    tdist.all_reduce(total)
+    return {name: v / world_size() for name, v in zip(names, total.tolist())}
+
+
+def broadcast_buffers(module: nn.Module) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every process."""
+    if not active():
+        return
+    for buffer in module.buffers():
+        tdist.broadcast(buffer, src=0)

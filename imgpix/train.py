@@ -310,26 +310,38 @@ def truncate_history(path: Path, last_epoch: int) -> None:
     if not path.exists():
         return
     with path.open(newline="") as handle:
-        rows = [row for row in csv.DictReader(handle) if int(row["epoch"]) <= last_epoch]
-    path.unlink()
-    for row in rows:
-        append_history(path, row)
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+    keep = [row for row in rows if int(row["epoch"]) <= last_epoch]
+    if len(keep) == len(rows):
+        return
+    tmp = path.with_name(path.name + ".tmp")  # rewrite atomically: a kill here leaves the old file
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=reader.fieldnames)
+        writer.writeheader()
+        writer.writerows(keep)
+    os.replace(tmp, path)
 
 
 def resume_or_start(trainer: Trainer, out: Path) -> None:
     """Continue from ``out/checkpoint.pt`` when it exists and was made by the same configuration."""
     ckpt = out / CHECKPOINT
     if not ckpt.exists():
+        if dist.is_main():  # rows of an epoch killed before its first checkpoint
+            truncate_history(out / HISTORY, 0)
         return
     state = torch.load(ckpt, map_location=trainer.device, weights_only=False)
-    saved = {k: v for k, v in state["config"].items() if k != "epochs"}
-    current = {k: v for k, v in asdict(trainer.cfg).items() if k != "epochs"}
+    # torchrun gives rank r the device cuda:r: compare the device type, not the index
+    saved = {k: torch.device(v).type if k == "device" else v for k, v in state["config"].items() if k != "epochs"}
+    current = {k: torch.device(v).type if k == "device" else v
+               for k, v in asdict(trainer.cfg).items() if k != "epochs"}
     if saved != current:
         changed = sorted(k for k in current if saved.get(k) != current[k])
         raise ValueError(f"{ckpt} was written by another configuration (differs in {changed}); "
                          "use another --out directory")
     trainer.load_state(state)
-    truncate_history(out / HISTORY, trainer.epoch)
+    if dist.is_main():
+        truncate_history(out / HISTORY, trainer.epoch)
 
 
 def train(cfg: TrainConfig, out: str | Path, log: Callable[[str], None] = print) -> Trainer:
@@ -347,12 +359,14 @@ def train(cfg: TrainConfig, out: str | Path, log: Callable[[str], None] = print)
         start = time.perf_counter()
         torch.manual_seed(cfg.seed + 1000 * (trainer.epoch + 1))
         losses = trainer.train_epoch(build_loader(cfg, "train", shuffle=True, epoch_seed=trainer.epoch + 1))
+        losses = dist.mean_over_ranks(losses, trainer.device)
+        dist.broadcast_buffers(trainer.model)  # every rank evaluates the BN statistics rank 0 saves
         result = evaluate(trainer.model, val_loader, source, trainer.device)
         trainer.epoch += 1
         row = {"epoch": trainer.epoch, **losses, **{k: round(result[k], 6) for k in METRIC_NAMES},
                "seconds": round(time.perf_counter() - start, 2)}
-        if dist.is_main():
-            save_atomic(trainer.state(), out / CHECKPOINT)
+        if dist.is_main():  # history first: a kill in between leaves a row the resume truncates
             append_history(out / HISTORY, row)
+            save_atomic(trainer.state(), out / CHECKPOINT)
             log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
     return trainer

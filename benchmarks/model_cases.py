@@ -1,0 +1,105 @@
+"""Workloads shared by the model benchmarks and the gate: fwd+bwd passes and training steps.
+
+Each ``*_case`` returns a zero-argument callable doing one unit of work, so the
+same callables are timed by pytest-benchmark (``test_model_bench.py``), by the
+gate (``gate.py``), and measured for peak memory (``peak_memory``).
+
+Sizes: VGG16 FCN-8s on 8 x 3 x 512 x 512 on GPU; on CPU the tiny FCN on
+8 x 3 x 128 x 128 (a VGG16 step takes seconds on two cores).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Callable
+
+import torch
+
+from imgpix.labels import from_masks
+from imgpix.losses import reconstruction_loss, segmentation_loss
+from imgpix.models import Generator, build_segmenter
+from imgpix.models.fused import ImgPixNet
+from imgpix.train import TrainConfig, Trainer
+
+NUM_CLASSES = 21
+MODEL_VARIANTS = ("plain", "fused", "fused+generator")
+STEP_VARIANTS = ("plain", "3step", "joint")
+
+
+def workload(device: torch.device | str) -> dict:
+    """Model name and input shape for the device type."""
+    if torch.device(device).type == "cuda":
+        return {"model": "fcn8s", "batch": 8, "size": 512}
+    return {"model": "tiny", "batch": 8, "size": 128}
+
+
+def batch(device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed image batch and masks holding background + 2 object classes per image."""
+    shape = workload(device)
+    gen = torch.Generator().manual_seed(seed)
+    b, s = shape["batch"], shape["size"]
+    image = torch.randn(b, 3, s, s, generator=gen)
+    mask = torch.zeros(b, s, s, dtype=torch.long)
+    for i in range(b):
+        a, c = (1 + torch.randperm(NUM_CLASSES - 1, generator=gen)[:2]).tolist()
+        mask[i, : s // 2, : s // 2] = a
+        mask[i, s // 2 :, s // 2 :] = c
+    return image.to(device), mask.to(device)
+
+
+def model_case(variant: str, device) -> Callable[[], None]:
+    """One forward + backward of the segmentation loss (plus Eq. 3 for ``fused+generator``)."""
+    if variant not in MODEL_VARIANTS:
+        raise ValueError(f"variant must be one of {MODEL_VARIANTS}")
+    torch.manual_seed(0)
+    seg = build_segmenter(workload(device)["model"], NUM_CLASSES)
+    generator = Generator(NUM_CLASSES) if variant == "fused+generator" else None
+    model = ImgPixNet(seg, generator=generator, fusion=None if variant == "plain" else "dot").to(device)
+    image, mask = batch(device)
+    labels = from_masks(mask, NUM_CLASSES) if variant != "plain" else "none"
+
+    def run() -> None:
+        out = model(image, labels)
+        loss = segmentation_loss(out.log_probs, mask)
+        if out.reconstruction is not None:
+            loss = loss + reconstruction_loss(out.reconstruction, image)
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+
+    return run
+
+
+def step_case(variant: str, device) -> Callable[[], None]:
+    """One training iteration: ``plain`` (unfused FCN, step 1 only), ``3step`` or ``joint`` (fused + generator)."""
+    if variant not in STEP_VARIANTS:
+        raise ValueError(f"variant must be one of {STEP_VARIANTS}")
+    plain = variant == "plain"
+    cfg = TrainConfig(model=workload(device)["model"], labeler=None, fusion=None if plain else "dot",
+                      generator=not plain, procedure="joint" if variant == "joint" else "3step",
+                      device=str(device))
+    trainer = Trainer(cfg)
+    image, mask = batch(device)
+    return lambda: trainer.iteration(image, mask)
+
+
+CASES = {"model": model_case, "step": step_case}
+
+
+def peak_memory(kind: str, variant: str, device) -> float:
+    """Peak bytes of one call: ``max_memory_allocated`` on GPU, a fresh subprocess's peak RSS on CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        run = CASES[kind](variant, device)
+        run()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        run()
+        torch.cuda.synchronize()
+        return float(torch.cuda.max_memory_allocated())
+    code = ("import json, resource, sys; sys.path.insert(0, 'benchmarks'); import model_cases as m; "
+            f"run = m.CASES[{kind!r}]({variant!r}, 'cpu'); run(); run(); "
+            "print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(json.loads(result.stdout.strip().splitlines()[-1]))

@@ -1,0 +1,105 @@
+"""Kill ``imgpix train`` mid-epoch, rerun the same command: it resumes and ends where an uninterrupted run ends.
+
+The run is killed with SIGTERM (Python's default action: the process dies at
+once, no cleanup) halfway through epoch 2 of 3, i.e. after the epoch-1
+checkpoint. Then: every file in ``--out`` is intact (checkpoint loads, at
+epoch 1; metrics.csv parses, one row), a torn ``checkpoint.pt.tmp`` (as a kill
+during a save leaves) is planted, and the same command is rerun. It must
+resume at epoch 2 and finish with exactly (bit for bit, on CPU with one
+thread) the parameters, optimiser states and metrics.csv of an uninterrupted
+run with the same seed; only the wall-clock ``seconds`` column may differ.
+Exact equality holds because every epoch reseeds its shuffle and torch's RNG.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from imgpix.train import CHECKPOINT, HISTORY
+
+ROOT = Path(__file__).resolve().parents[1]
+# 3 epochs of 4 iterations (32 images, batch 8, 32x32 pixels), 8 val images.
+ARGS = ["-m", "imgpix.cli", "train", "--epochs", "3", "--num-train", "32", "--num-val", "8",
+        "--batch-size", "8", "--image-size", "32", "--seed", "5"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # a fixed thread count: bitwise reproducible, and fast
+FILES = ["checkpoint.pt", "config.json", "metrics.csv"]
+
+
+def command(out: Path) -> list[str]:
+    return [sys.executable, *ARGS, "--out", str(out)]
+
+
+def run(out: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run(command(out), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def kill_mid_epoch(out: Path, pattern: str, timeout: float = 300) -> int:
+    """Start the run, SIGTERM it when its progress bar (stderr) matches ``pattern``; return its exit code."""
+    proc = subprocess.Popen(command(out), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seen, deadline = b"", time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stderr, selectors.EVENT_READ)
+        while not re.search(pattern.encode(), seen):
+            assert time.monotonic() < deadline and proc.poll() is None, seen.decode(errors="replace")[-2000:]
+            if selector.select(timeout=1.0):
+                seen += os.read(proc.stderr.fileno(), 65536)
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=60)
+    proc.stderr.close()
+    return code
+
+
+def history(out: Path) -> list[dict]:
+    with (out / HISTORY).open(newline="") as handle:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)]
+
+
+def assert_identical(a, b, where="checkpoint"):
+    """Nested dicts / lists of tensors and numbers, compared exactly."""
+    assert type(a) is type(b), where
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_identical(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_identical(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def test_sigterm_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
+    reference, out = tmp_path / "reference", tmp_path / "interrupted"
+    run(reference)
+
+    # 2 of epoch 2's 4 iterations done: the epoch-1 checkpoint is on disk, epoch 2 is not
+    code = kill_mid_epoch(out, r"epoch 2/3:\s+50%")
+    assert code == -signal.SIGTERM
+    assert sorted(p.name for p in out.iterdir()) == FILES  # nothing torn or temporary left behind
+    assert torch.load(out / CHECKPOINT, weights_only=False)["epoch"] == 1
+    assert [row["epoch"] for row in history(out)] == ["1"]
+    (out / "checkpoint.pt.tmp").write_bytes(b"torn")  # as a kill during torch.save would leave
+
+    resumed = run(out)  # the same command again
+    assert "epoch=1 " not in resumed.stdout and "epoch=2 " in resumed.stdout  # resumed, not restarted
+    assert sorted(p.name for p in out.iterdir()) == FILES
+    assert history(out) == history(reference)  # losses and PA/MPA/FWAA/MIOU of all 3 epochs, exactly
+    final = torch.load(out / CHECKPOINT, weights_only=False)
+    expected = torch.load(reference / CHECKPOINT, weights_only=False)
+    assert final["epoch"] == 3
+    assert_identical(final, expected)  # model, optimiser states (momentum, Adam moments), config
