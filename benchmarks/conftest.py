@@ -1,8 +1,9 @@
 """Shared fixtures for the pytest-benchmark suite (``pytest benchmarks/``).
 
 The default ``pytest`` run (``testpaths = tests``) never collects this folder.
-Helpers live in ``timing.py`` (importable here because ``benchmarks/`` is not a
-package: pytest puts it on ``sys.path``). Typical use in a benchmark::
+Plain helpers live in ``timing.py`` (importable as ``timing``: ``benchmarks/``
+is not a package, so pytest puts it on ``sys.path``); import them from there,
+not from this conftest. Typical use in a benchmark::
 
     @pytest.mark.parametrize("device", DEVICES)
     def test_thing(benchmark, device, copy_seconds):
@@ -15,20 +16,10 @@ package: pytest puts it on ``sys.path``). Typical use in a benchmark::
 
 from __future__ import annotations
 
-import statistics
-
 import pytest
-import torch
 from torch import Tensor
 
-from timing import copy_fwd, copy_fwd_bwd, gbps, measure
-
-# rounds / warm-up for benchmark.pedantic, per device type
-PEDANTIC = {"cpu": {"rounds": 8, "warmup_rounds": 2}, "cuda": {"rounds": 30, "warmup_rounds": 5}}
-
-
-def pedantic_args(device: torch.device | str) -> dict:
-    return {"iterations": 1, **PEDANTIC[torch.device(device).type]}
+from timing import PEDANTIC, copy_fwd, copy_fwd_bwd, measure
 
 
 @pytest.fixture(scope="session")
@@ -43,31 +34,9 @@ def copy_seconds():
     def get(x: Tensor, backward: bool) -> float:
         key = (tuple(x.shape), x.dtype, str(x.device), backward)
         if key not in cache:
-            if backward:
-                leaf = x.detach().clone().requires_grad_(True)
-                fn = copy_fwd_bwd(leaf)
-            else:
-                fn = copy_fwd(x.detach())
-            repeats = PEDANTIC[x.device.type]["rounds"]
-            cache[key] = measure(fn, x.device, warmup=PEDANTIC[x.device.type]["warmup_rounds"], repeats=repeats)
+            fn = copy_fwd_bwd(x.detach().clone().requires_grad_(True)) if backward else copy_fwd(x.detach())
+            args = PEDANTIC[x.device.type]
+            cache[key] = measure(fn, x.device, warmup=args["warmup_rounds"], repeats=args["rounds"])
         return cache[key]
 
     return get
-
-
-def benchmark_median(benchmark) -> float | None:
-    """Median seconds of the finished benchmark (None when benchmarking is disabled)."""
-    stats = getattr(benchmark, "stats", None)
-    if stats is None:
-        return None
-    data = getattr(stats.stats, "data", None)
-    return statistics.median(data) if data else stats.stats.median
-
-
-def record(benchmark, copy_s: float, nbytes: int) -> None:
-    """Store GB/s (``nbytes`` / median) and the ratio to the copy in ``extra_info``."""
-    median = benchmark_median(benchmark)
-    benchmark.extra_info["copy_ms"] = round(copy_s * 1e3, 3)
-    if median is not None:
-        benchmark.extra_info["GB/s"] = round(gbps(nbytes, median), 2)
-        benchmark.extra_info["ratio_to_copy"] = round(median / copy_s, 3)

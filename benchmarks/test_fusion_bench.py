@@ -1,8 +1,9 @@
 """Eq. 1 fusion benchmarks: forward and forward+backward on VOC-like maps.
 
 Variants, all on the same [B, 21, H, W] tensor and ~3 of 21 classes on:
-``fuse`` (probability space), ``fuse_log``, plain ``log_softmax`` (the unfused
-baseline) and ``copy`` (``x.clone()``, the bandwidth limit). ``extra_info``
+``fuse`` (probability space), ``fuse_log``, its eager ``reference``
+(``masked_log_softmax``), plain ``log_softmax`` (the unfused baseline) and
+``copy`` (``x.clone()``, the bandwidth limit). ``extra_info``
 holds ``GB/s`` -- nominal traffic (2 tensor passes forward, 4 forward+backward)
 over the median time -- and ``ratio_to_copy`` against the copy of the same
 size timed in this session.
@@ -15,14 +16,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import pedantic_args, record
 from imgpix import fuse, fuse_log
-from timing import DEVICES, copy_fwd, require_device, synced, voc_labels
+from imgpix.fusion import masked_log_softmax
+from timing import DEVICES, copy_fwd, pedantic_args, record, require_device, synced, voc_labels
 
 NUM_CLASSES = 21
 SHAPES = {"cpu": (8, NUM_CLASSES, 320, 320), "cuda": (8, NUM_CLASSES, 512, 512)}
 DTYPES = {"cpu": (torch.float32,), "cuda": (torch.float32, torch.bfloat16)}
-VARIANTS = ("copy", "log_softmax", "fuse", "fuse_log")
+VARIANTS = ("copy", "log_softmax", "fuse", "fuse_log", "reference")
 
 
 def make_op(variant: str, labels: torch.Tensor):
@@ -32,6 +33,7 @@ def make_op(variant: str, labels: torch.Tensor):
         "log_softmax": lambda x: torch.log_softmax(x, dim=1),
         "fuse": lambda p: fuse(p, labels),
         "fuse_log": lambda z: fuse_log(z, labels),
+        "reference": lambda z: masked_log_softmax(z, labels[:, :, None, None]),  # what fuse_log replaced
     }[variant]
 
 
@@ -59,7 +61,9 @@ def test_fusion(benchmark, copy_seconds, device, dtype, variant, backward):
         grad = torch.randn(shape, generator=gen).to(dev, dtype)
 
         def step():
-            torch.autograd.grad(op(x), x, grad)
+            (g,) = torch.autograd.grad(op(x), x, grad)
+            if variant == "copy":  # clone's backward passes grad through: copy it, as copy_fwd_bwd does
+                g.clone()
 
     else:
 

@@ -13,18 +13,22 @@ one run (``measure_ratio``): absolute times on a shared machine are noise.
   (``x.clone()``) of the same size, forward or forward + backward;
   ``fwd_bwd(op, x, grad)`` the same harness for any op.
 * ``voc_labels`` -- VOC-like image labels (~3 of 21 classes on).
+* ``pedantic_args`` / ``record`` -- pytest-benchmark settings per device, and
+  GB/s + ratio to the copy stored in ``benchmark.extra_info``.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
 DEVICES = ("cpu", "cuda")
+# rounds / warm-up of ``benchmark.pedantic`` (and of the copy baseline), per device type
+PEDANTIC = {"cpu": {"rounds": 8, "warmup_rounds": 2}, "cuda": {"rounds": 30, "warmup_rounds": 5}}
 
 
 class DeviceUnavailable(RuntimeError):
@@ -149,3 +153,24 @@ def voc_labels(batch: int, num_classes: int = 21, device: str | torch.device = "
     for b in range(batch):
         labels[b, 1 + torch.randperm(num_classes - 1, generator=gen)[:2]] = 1
     return labels.to(device)
+
+
+# ------------------------------------------------------------ pytest-benchmark
+def pedantic_args(device: str | torch.device) -> dict[str, Any]:
+    """Keyword arguments of ``benchmark.pedantic`` for ``device``."""
+    return {"iterations": 1, **PEDANTIC[torch.device(device).type]}
+
+
+def benchmark_median(benchmark) -> float | None:
+    """Median seconds of a finished benchmark (None when benchmarking is disabled)."""
+    stats = getattr(benchmark, "stats", None)
+    return None if stats is None else stats.stats.median
+
+
+def record(benchmark, copy_s: float, nbytes: int) -> None:
+    """Store GB/s (``nbytes`` / median) and the ratio to a copy's ``copy_s`` in ``extra_info``."""
+    median = benchmark_median(benchmark)
+    benchmark.extra_info["copy_ms"] = round(copy_s * 1e3, 3)
+    if median is not None:
+        benchmark.extra_info["GB/s"] = round(gbps(nbytes, median), 2)
+        benchmark.extra_info["ratio_to_copy"] = round(median / copy_s, 3)

@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from imgpix.fast_fusion import fast_masked_log_softmax
+
 SUM_TOLERANCE = 1e-3
 FUSION_MODES = ("dot", "add")
 
@@ -48,7 +50,7 @@ def _check_maps(maps: Tensor, name: str) -> None:
 
 def _with_empty_rows_filled(labels: Tensor) -> Tensor:
     """Labels as float with each all-zero row replaced by ones (the fallback rule)."""
-    weights = labels.float()
+    weights = labels.double() if labels.dtype == torch.float64 else labels.float()
     empty = weights.sum(dim=1, keepdim=True) == 0
     return torch.where(empty, torch.ones_like(weights), weights)
 
@@ -58,7 +60,7 @@ def fuse(probs: Tensor, labels: Tensor, *, mode: str = "dot") -> Tensor:
 
     ``mode="dot"`` renormalises ``P * L`` per pixel; ``mode="add"`` renormalises
     ``P + L`` (the paper's Table 3 ablation). Returns a tensor with the shape
-    and dtype of ``probs``. Raises ``ValueError`` on bad shapes, labels outside
+    and dtype of ``probs`` (computed in float64). Raises ``ValueError`` on bad shapes, labels outside
     [0, 1], or pixels of ``probs`` that are negative or do not sum to 1.
     """
     if mode not in FUSION_MODES:
@@ -66,7 +68,7 @@ def fuse(probs: Tensor, labels: Tensor, *, mode: str = "dot") -> Tensor:
     _check_maps(probs, "probs")
     batch, num_classes = probs.shape[:2]
     labels = _check_labels(labels, batch, num_classes)
-    work = probs.double() if probs.dtype == torch.float64 else probs.float()
+    work = probs.double()  # float32 products of tiny probabilities would round as subnormals
     if not bool(torch.isfinite(work).all()):
         raise ValueError("probs contain NaN or infinite values")
     if bool((work < 0).any()):
@@ -98,9 +100,7 @@ def fuse_log(logits: Tensor, labels: Tensor) -> Tensor:
     batch, num_classes = logits.shape[:2]
     labels = _check_labels(labels, batch, num_classes)
     weights = _with_empty_rows_filled(labels).to(logits.device)[:, :, None, None]
-    from imgpix.fast_fusion import fast_masked_log_softmax  # here: fast_fusion imports this module
-
-    return fast_masked_log_softmax(logits, weights)  # masked_log_softmax, channel-sparse
+    return fast_masked_log_softmax(logits, weights)  # = masked_log_softmax, on present channels only
 
 
 def masked_log_softmax(logits: Tensor, weights: Tensor) -> Tensor:

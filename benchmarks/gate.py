@@ -1,0 +1,119 @@
+"""Performance gate: speed ratios measured inside one run, each against a bound.
+
+    python benchmarks/gate.py [--device cpu|cuda] [--repeats N] [--slow]
+
+Prints ``name | measured ratio | bound | ok`` and exits 1 when any ratio
+exceeds its bound. Only ratios are gated (never absolute times): both sides
+are timed in the same process, interleaved, as the median of several rounds
+(``timing.measure_ratio``), so a busy shared machine slows both alike.
+
+A gate is ``Gate(name, measure_ratio, bound)`` with ``measure_ratio() -> float``;
+add entries to ``default_gates`` (e.g. fused FCN-8s step / plain step <= 1.03).
+``--slow`` swaps in ``deliberately_slow_fuse_log`` to show the gate failing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable, Sequence, TextIO
+
+import torch
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # benchmarks/ is not a package
+    sys.path.append(str(Path(__file__).resolve().parent))
+
+from imgpix import fuse_log  # noqa: E402
+from imgpix.fusion import masked_log_softmax  # noqa: E402
+from timing import copy_fwd_bwd, device_available, fwd_bwd, measure_ratio, voc_labels  # noqa: E402
+
+FuseLog = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+FUSION_BOUND = {"cpu": 4.0, "cuda": 3.5}  # fuse_log fwd+bwd / copy fwd+bwd
+FUSION_SHAPE = {"cpu": (8, 21, 320, 320), "cuda": (8, 21, 512, 512)}
+
+
+@dataclass(frozen=True)
+class Gate:
+    name: str
+    measure_ratio: Callable[[], float]
+    bound: float
+
+
+def fusion_ratio(
+    fuse_log_impl: FuseLog = fuse_log,
+    device: str = "cpu",
+    shape: Sequence[int] | None = None,
+    *,
+    repeats: int = 9,
+    warmup: int = 2,
+) -> float:
+    """fwd+bwd time of ``fuse_log_impl`` over that of a copy of the same tensor."""
+    dev = torch.device(device)
+    shape = tuple(shape or FUSION_SHAPE[dev.type])
+    gen = torch.Generator().manual_seed(0)
+    logits = (torch.randn(shape, generator=gen) * 4).to(dev).requires_grad_(True)
+    grad = torch.randn(shape, generator=gen).to(dev)
+    labels = voc_labels(shape[0], shape[1], dev)
+    fused = fwd_bwd(lambda z: fuse_log_impl(z, labels), logits, grad)
+    return measure_ratio(fused, copy_fwd_bwd(logits), dev, warmup=warmup, repeats=repeats)
+
+
+def deliberately_slow_fuse_log(logits: torch.Tensor, labels: torch.Tensor, passes: int = 4) -> torch.Tensor:
+    """A correct but slow ``fuse_log`` (non-empty labels): the reference ``passes`` times over."""
+    weights = labels.float().to(logits.device)[:, :, None, None]
+    out = masked_log_softmax(logits, weights)
+    for _ in range(passes - 1):
+        out = out + masked_log_softmax(logits, weights)
+    return out / passes
+
+
+def default_gates(
+    device: str = "cpu",
+    *,
+    fuse_log_impl: FuseLog = fuse_log,
+    shape: Sequence[int] | None = None,
+    repeats: int = 9,
+) -> list[Gate]:
+    dev = torch.device(device)
+    return [
+        Gate(
+            f"fuse_log fwd+bwd / copy fwd+bwd [{dev.type}]",
+            partial(fusion_ratio, fuse_log_impl, device, shape, repeats=repeats),
+            FUSION_BOUND[dev.type],
+        ),
+    ]
+
+
+def run_gates(gates: Sequence[Gate], out: TextIO = sys.stdout) -> bool:
+    """Measure every gate, print the table, return whether all are within bounds."""
+    rows = []
+    for gate in gates:
+        ratio = gate.measure_ratio()
+        rows.append((gate.name, f"{ratio:.2f}", f"{gate.bound:.2f}", "ok" if ratio <= gate.bound else "FAIL"))
+    header = ("name", "measured ratio", "bound", "ok")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    for row in [header, tuple("-" * w for w in widths), *rows]:
+        print(" | ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip(), file=out)
+    return all(row[3] == "ok" for row in rows)
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--repeats", type=int, default=9, help="interleaved rounds per ratio (median)")
+    parser.add_argument("--shape", type=lambda s: tuple(int(v) for v in s.split(",")), help="B,N,H,W of the fusion gate")
+    parser.add_argument("--slow", action="store_true", help="gate deliberately_slow_fuse_log instead (must fail)")
+    args = parser.parse_args(argv)
+    if not device_available(args.device):
+        parser.error(f"device {args.device} is not available")
+    impl = deliberately_slow_fuse_log if args.slow else fuse_log
+    gates = default_gates(args.device, fuse_log_impl=impl, shape=args.shape, repeats=args.repeats)
+    return 0 if run_gates(gates, out) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
