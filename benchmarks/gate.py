@@ -8,7 +8,7 @@ are timed in the same process, interleaved, as the median of several rounds
 (``timing.measure_ratio``), so a busy shared machine slows both alike.
 
 A gate is ``Gate(name, measure_ratio, bound)`` with ``measure_ratio() -> float``;
-add entries to ``default_gates`` (e.g. fused FCN-8s step / plain step <= 1.03).
+the model gates time VGG16 FCN-8s workloads from ``model_cases.py``.
 ``--slow`` swaps in ``deliberately_slow_fuse_log`` to show the gate failing.
 """
 
@@ -28,12 +28,23 @@ if str(Path(__file__).resolve().parent) not in sys.path:  # benchmarks/ is not a
 
 from imgpix import fuse_log  # noqa: E402
 from imgpix.fusion import masked_log_softmax  # noqa: E402
+from model_cases import CASES, peak_memory  # noqa: E402
 from timing import copy_fwd_bwd, device_available, fwd_bwd, measure_ratio, voc_labels  # noqa: E402
 
 FuseLog = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 FUSION_BOUND = {"cpu": 4.0, "cuda": 3.5}  # fuse_log fwd+bwd / copy fwd+bwd
 FUSION_SHAPE = {"cpu": (8, 21, 320, 320), "cuda": (8, 21, 512, 512)}
+
+
+# (kind, variant, bound): time of the variant / time of the plain variant, FCN-8s
+MODEL_BOUNDS = (
+    ("model", "fused", 1.03),
+    ("model", "fused+generator", 1.10),
+    ("step", "3step", 2.2),
+    ("step", "joint", 1.15),
+)
+MEMORY_BOUND = 1.10  # peak memory of fused + generator fwd+bwd / plain
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,18 @@ def fusion_ratio(
     return measure_ratio(fused, copy_fwd_bwd(logits), dev, warmup=warmup, repeats=repeats)
 
 
+def model_ratio(kind: str, variant: str, device: str = "cpu", *, repeats: int = 5) -> float:
+    """Time of a FCN-8s workload variant over its plain variant (``model_cases``), interleaved."""
+    dev = torch.device(device)
+    plain, other = CASES[kind]("fcn8s", "plain", dev), CASES[kind]("fcn8s", variant, dev)
+    return measure_ratio(other, plain, dev, warmup=1, repeats=repeats)
+
+
+def memory_ratio(device: str = "cpu") -> float:
+    """Peak memory of fused + generator FCN-8s fwd+bwd over plain."""
+    return peak_memory("model", "fcn8s", "fused+generator", device) / peak_memory("model", "fcn8s", "plain", device)
+
+
 def deliberately_slow_fuse_log(logits: torch.Tensor, labels: torch.Tensor, passes: int = 4) -> torch.Tensor:
     """A correct but slow ``fuse_log`` (non-empty labels): the reference ``passes`` times over."""
     weights = labels.float().to(logits.device)[:, :, None, None]
@@ -77,15 +100,24 @@ def default_gates(
     fuse_log_impl: FuseLog = fuse_log,
     shape: Sequence[int] | None = None,
     repeats: int = 9,
+    models: bool = True,
 ) -> list[Gate]:
     dev = torch.device(device)
-    return [
+    gates = [
         Gate(
             f"fuse_log fwd+bwd / copy fwd+bwd [{dev.type}]",
             partial(fusion_ratio, fuse_log_impl, device, shape, repeats=repeats),
             FUSION_BOUND[dev.type],
         ),
     ]
+    if models:
+        names = {"model": "fwd+bwd", "step": "training iteration"}
+        gates += [Gate(f"FCN-8s {variant} / plain {names[kind]} [{dev.type}]",
+                       partial(model_ratio, kind, variant, device, repeats=max(3, repeats // 2)), bound)
+                  for kind, variant, bound in MODEL_BOUNDS]
+        gates.append(Gate(f"FCN-8s fused+generator / plain peak memory [{dev.type}]",
+                          partial(memory_ratio, device), MEMORY_BOUND))
+    return gates
 
 
 def run_gates(gates: Sequence[Gate], out: TextIO = sys.stdout) -> bool:
@@ -107,11 +139,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     parser.add_argument("--repeats", type=int, default=9, help="interleaved rounds per ratio (median)")
     parser.add_argument("--shape", type=lambda s: tuple(int(v) for v in s.split(",")), help="B,N,H,W of the fusion gate")
     parser.add_argument("--slow", action="store_true", help="gate deliberately_slow_fuse_log instead (must fail)")
+    parser.add_argument("--fusion-only", action="store_true", help="skip the FCN-8s model and training-step gates")
     args = parser.parse_args(argv)
     if not device_available(args.device):
         parser.error(f"device {args.device} is not available")
     impl = deliberately_slow_fuse_log if args.slow else fuse_log
-    gates = default_gates(args.device, fuse_log_impl=impl, shape=args.shape, repeats=args.repeats)
+    gates = default_gates(args.device, fuse_log_impl=impl, shape=args.shape, repeats=args.repeats,
+                          models=not args.fusion_only)
     return 0 if run_gates(gates, out) else 1
 
 

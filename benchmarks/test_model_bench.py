@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from model_cases import CASES, MODEL_VARIANTS, STEP_VARIANTS, peak_memory, workload
+from model_cases import ARCHS, CASES, MODEL_VARIANTS, STEP_VARIANTS, peak_memory, workload
 from timing import DEVICES, benchmark_median, measure, pedantic_args, require_device, synced
 
 PARAMS = [("model", v) for v in MODEL_VARIANTS] + [("step", v) for v in STEP_VARIANTS]
@@ -19,34 +19,32 @@ PARAMS = [("model", v) for v in MODEL_VARIANTS] + [("step", v) for v in STEP_VAR
 
 @pytest.fixture(scope="session")
 def plain_cost():
-    """``plain_cost(kind, device)`` -> (median seconds, peak bytes) of the plain variant, measured once."""
+    """``plain_cost(kind, arch, device)`` -> (median seconds, peak bytes) of the plain variant, measured once."""
     cache: dict[tuple, tuple[float, float]] = {}
 
-    def get(kind: str, device) -> tuple[float, float]:
-        key = (kind, str(device))
+    def get(kind: str, arch: str, device) -> tuple[float, float]:
+        key = (kind, arch, str(device))
         if key not in cache:
-            run = CASES[kind]("plain", device)
-            cache[key] = (measure(run, device, **_repeats(device)), peak_memory(kind, "plain", device))
+            args = pedantic_args(device)
+            run = CASES[kind](arch, "plain", device)
+            seconds = measure(run, device, warmup=args["warmup_rounds"], repeats=args["rounds"])
+            cache[key] = (seconds, peak_memory(kind, arch, "plain", device))
         return cache[key]
 
     return get
 
 
-def _repeats(device) -> dict:
-    args = pedantic_args(device)
-    return {"warmup": args["warmup_rounds"], "repeats": args["rounds"]}
-
-
 @pytest.mark.parametrize("kind,variant", PARAMS, ids=[f"{k}-{v}" for k, v in PARAMS])
+@pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("device", DEVICES)
-def test_model(benchmark, plain_cost, device, kind, variant):
+def test_model(benchmark, plain_cost, device, arch, kind, variant):
     dev = require_device(device)
-    shape = workload(dev)
-    benchmark.group = f"{kind}-{dev.type}-{shape['model']}-{shape['size']}px"
-    run = CASES[kind](variant, dev)
+    shape = workload(arch, dev)
+    benchmark.group = f"{kind}-{dev.type}-{arch}-{shape['batch']}x{shape['size']}px"
+    run = CASES[kind](arch, variant, dev)
     benchmark.pedantic(synced(run, dev), **pedantic_args(dev))
-    plain_s, plain_bytes = plain_cost(kind, dev)
-    peak = peak_memory(kind, variant, dev)
+    plain_s, plain_bytes = plain_cost(kind, arch, dev)
+    peak = peak_memory(kind, arch, variant, dev)
     median = benchmark_median(benchmark)
     benchmark.extra_info.update(workload=shape, peak_MiB=round(peak / 2**20, 1),
                                 memory_ratio_to_plain=round(peak / plain_bytes, 3))

@@ -48,8 +48,8 @@ def test_fusion_gate_fails_for_slow_fuse_log_and_passes_for_copy_speed():
     def copy_speed(z, labels):  # the copy itself: ratio ~1 whatever the machine's load
         return z.clone()
 
-    fast = gate.default_gates("cpu", fuse_log_impl=copy_speed, shape=SMALL, repeats=5)
-    slow = gate.default_gates("cpu", fuse_log_impl=gate.deliberately_slow_fuse_log, shape=SMALL, repeats=3)
+    fast = gate.default_gates("cpu", fuse_log_impl=copy_speed, shape=SMALL, repeats=5, models=False)
+    slow = gate.default_gates("cpu", fuse_log_impl=gate.deliberately_slow_fuse_log, shape=SMALL, repeats=3, models=False)
     assert gate.run_gates(fast, io.StringIO())
     assert not gate.run_gates(slow, io.StringIO())
     assert 0 < fast[0].measure_ratio() <= gate.FUSION_BOUND["cpu"]
@@ -57,7 +57,7 @@ def test_fusion_gate_fails_for_slow_fuse_log_and_passes_for_copy_speed():
 
 def test_main_exit_code_for_slow_demo():
     out = io.StringIO()
-    assert gate.main(["--device", "cpu", "--slow", "--shape", "2,21,64,64", "--repeats", "3"], out) == 1
+    assert gate.main(["--device", "cpu", "--slow", "--fusion-only", "--shape", "2,21,64,64", "--repeats", "3"], out) == 1
     assert "FAIL" in out.getvalue()
 
 
