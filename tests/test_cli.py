@@ -1,0 +1,161 @@
+"""End to end through the real command (``python -m imgpix.cli``): train, evaluate, theory, errors.
+
+Every subprocess pays the torch import, so independent commands are started
+together and awaited once (module fixtures), not one after another.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+METRICS = ("PA", "MPA", "FWAA", "MIOU")
+TIMEOUT = 300
+TRAIN_ARGS = ["--num-train", "8", "--num-val", "8", "--epochs", "1", "--batch-size", "4", "--image-size", "32"]
+
+
+def start(*args: str, cwd: Path) -> subprocess.Popen:
+    # several commands run at once: one intra-op thread each (2 threads on a busy 2-core box are ~50x slower)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "imgpix.cli", *args], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
+    stdout, stderr = proc.communicate(timeout=TIMEOUT)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+BAD = {  # run as subprocesses: name -> (argv, what stderr must say)
+    "tau": (["train", "--tau", "1.5"], r"argument --tau: must lie in \[0, 1\], got 1.5"),
+    "missing_checkpoint": (["evaluate", "--checkpoint", "{tmp}/nowhere/checkpoint.pt"], r"checkpoint not found"),
+    "voc_missing_root": (["train", "--data", "voc", "--root", "{tmp}/no_voc_here", "--out", "{tmp}/voc_out",
+                          "--model", "tiny", "--labeler", "none"],
+                         r"(?s)VOC root .*no_voc_here.* is missing.*expected layout.*VOCdevkit/VOC2012/JPEGImages"),
+}
+USAGE_ERRORS = {  # parser errors, checked in-process through imgpix.cli.main (no torch import per case)
+    "tau": (["train", "--tau", "-0.1"], r"argument --tau: must lie in \[0, 1\]"),
+    "epochs": (["train", "--epochs", "0"], r"argument --epochs: must be >= 1, got 0"),
+    "batch": (["train", "--batch-size", "x"], r"argument --batch-size: invalid"),
+    "model": (["train", "--model", "nope"], r"argument --model: invalid choice: 'nope'"),
+    "voc_no_root": (["train", "--data", "voc"], r"--data voc needs --root"),
+    "evaluate_no_checkpoint": (["evaluate"], r"the following arguments are required: --checkpoint"),
+    "evaluate_bad_source": (["evaluate", "--checkpoint", "x", "--label-source", "gt"],
+                            r"argument --label-source: invalid choice: 'gt'"),
+    "no_command": ([], r"required: command|the following arguments are required"),
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
+    """Wave 1: train, theory and every bad command at once; wave 2: evaluations of the trained run."""
+    tmp = tmp_path_factory.mktemp("cli")
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp / "run"
+    procs = {"train": start("train", *TRAIN_ARGS, "--out", str(out), cwd=repo),
+             "theory": start("theory", cwd=repo)}
+    for name, (argv, _) in BAD.items():
+        procs[name] = start(*(a.format(tmp=tmp) for a in argv), cwd=repo)
+    results = {name: finish(proc) for name, proc in procs.items()}
+    assert results["train"].returncode == 0, results["train"].stderr[-3000:]
+    # a copy of the checkpoint without its labeler (as if trained with --labeler none)
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    state["config"]["labeler"] = None
+    state["model"] = {k: v for k, v in state["model"].items() if not k.startswith("labeler.")}
+    no_labeler = tmp / "no_labeler.pt"
+    torch.save(state, no_labeler)
+    wave2 = {"eval_oracle": start("evaluate", "--checkpoint", str(out), "--label-source", "oracle", cwd=repo),
+             "eval_default": start("evaluate", "--checkpoint", str(out / "checkpoint.pt"), cwd=repo),
+             "eval_no_labeler": start("evaluate", "--checkpoint", str(no_labeler), "--label-source", "labeler",
+                                      cwd=repo)}
+    results.update({name: finish(proc) for name, proc in wave2.items()})
+    results["_out"] = out  # type: ignore[assignment]
+    return results
+
+
+def table_row(stdout: str, source: str) -> dict[str, float]:
+    lines = [line.strip() for line in stdout.splitlines() if line.strip().startswith("|")]
+    assert lines[0] == "| labels | PA | MPA | FWAA | MIOU |", stdout
+    assert re.fullmatch(r"\|(---\|)+", lines[1]), stdout
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert cells[0] == source, stdout
+    values = dict(zip(METRICS, map(float, cells[1:])))
+    assert len(values) == 4 and all(0.0 <= v <= 100.0 for v in values.values()), stdout
+    return values
+
+
+def test_train_writes_run_directory(runs):
+    out = runs["_out"]
+    assert {"checkpoint.pt", "metrics.csv", "config.json"} <= {p.name for p in out.iterdir()}
+    assert not list(out.glob("*.tmp"))
+    assert f"wrote {out / 'checkpoint.pt'}" in runs["train"].stdout
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1"]
+    assert set(METRICS) <= rows[0].keys()
+    assert re.search(r"epoch=1 .*MIOU=\d\.\d{4}", runs["train"].stdout)
+
+
+def test_evaluate_prints_metric_table(runs):
+    result = runs["eval_oracle"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    values = table_row(result.stdout, "oracle")
+    # the same numbers as the training run's validation row (oracle labels, same split)
+    row = next(csv.DictReader((runs["_out"] / "metrics.csv").open()))
+    for k in METRICS:
+        assert values[k] == pytest.approx(100 * float(row[k]), abs=0.011), k
+
+
+def test_evaluate_defaults_to_labeler(runs):
+    result = runs["eval_default"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    table_row(result.stdout, "labeler")
+
+
+def test_evaluate_labeler_source_without_labeler_is_usage_error(runs):
+    result = runs["eval_no_labeler"]
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert "needs a checkpoint trained with a labeler" in result.stderr
+
+
+def test_theory(runs):
+    result = runs["theory"]
+    assert result.returncode == 0, result.stderr
+    assert "N=21 n=3 m=2 k=1" in result.stdout
+    assert re.search(r"Eq\. 6 removed_information\(N, n\)\s+1\.9459\b", result.stdout)  # log(21/3)
+    assert re.search(r"Eq\. 4 self_information\(N\)\s+3\.0445\b", result.stdout)  # log 21
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_bad_arguments_exit_2_with_message(runs, name):
+    result = runs[name]
+    assert result.returncode == 2, (name, result.returncode, result.stderr[-2000:])
+    assert re.search(BAD[name][1], result.stderr), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert result.stdout.strip() == "" or "usage" not in result.stdout
+
+
+@pytest.mark.parametrize("name", list(USAGE_ERRORS))
+def test_usage_errors_exit_2(name, capsys):
+    from imgpix.cli import main
+
+    argv, message = USAGE_ERRORS[name]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: imgpix")
+    assert re.search(message, err), err
+
+
+def test_missing_checkpoint_in_process(tmp_path, capsys):
+    from imgpix.cli import main
+
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "missing")]) == 2
+    assert f"imgpix evaluate: error: checkpoint not found: {tmp_path / 'missing'}" in capsys.readouterr().err
