@@ -1,7 +1,9 @@
 """The noisy image-label experiment of §3.2: measured vs predicted degradation.
 
 ``validation/noisy_labels.py`` is the command-line front end; this module
-holds the logic so that it can be imported (and sharded later).
+holds the logic so that it can be imported and the sweep sharded across
+processes (``run(..., shard=(i, n))`` computes cells ``[i::n]`` of the grid into
+the shared ``out/cells/``; ``run(..., merge=True)`` merges them).
 
 Pipeline:
 
@@ -565,10 +567,18 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def prepare_out(out: Path | None, cfg: ExperimentConfig, force: bool, results_root: Path) -> tuple[Path, bool]:
+def _entries(directory: Path) -> list[Path]:
+    """The directory's entries, less the temporary files of atomic writes (another shard's, in flight)."""
+    return [p for p in directory.iterdir() if not (p.name.startswith(".") and p.name.endswith(".tmp"))]
+
+
+def prepare_out(out: Path | None, cfg: ExperimentConfig, force: bool, results_root: Path,
+                keep_cells: bool = False) -> tuple[Path, bool]:
     """The output directory and whether this run resumes an unfinished one.
 
-    * ``--force``: this command's previous files there (and ``cells/``) are removed first.
+    * ``--force``: this command's previous files there (and ``cells/``, unless ``keep_cells``:
+      the merge step's input, kept only when ``run.json`` shows the same configuration) are
+      removed first.
     * An unfinished run of the same configuration there (``run.json`` matches, no
       ``summary.json``) is resumed; without ``--out`` the newest such run under
       ``results_root`` is resumed.
@@ -587,11 +597,14 @@ def prepare_out(out: Path | None, cfg: ExperimentConfig, force: bool, results_ro
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ExperimentError(f"--out {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and _entries(out):
         if force:
+            if keep_cells and (out / CELLS).is_dir():
+                _check_same_config(out, identity)
             for name in OUTPUT_FILES:
                 (out / name).unlink(missing_ok=True)
-            shutil.rmtree(out / CELLS, ignore_errors=True)
+            if not keep_cells:
+                shutil.rmtree(out / CELLS, ignore_errors=True)
         elif _resumable(out, identity):
             return out, True
         else:
@@ -600,6 +613,16 @@ def prepare_out(out: Path | None, cfg: ExperimentConfig, force: bool, results_ro
                                   "configuration is resumed instead)")
     out.mkdir(parents=True, exist_ok=True)
     return out, False
+
+
+def _check_same_config(run: Path, identity: dict) -> None:
+    try:
+        config = json.loads((run / "run.json").read_text()).get("config")
+    except (OSError, ValueError):
+        config = None
+    if config != identity:
+        raise ExperimentError(f"the sweep cells in {run / CELLS} were not computed by this configuration "
+                              f"({run / 'run.json'} differs or is missing); refusing to merge them")
 
 
 def _resumable(run: Path, identity: dict) -> bool:
@@ -645,6 +668,23 @@ def sweep_cells(cfg: ExperimentConfig) -> list[tuple[int, int | None]]:
 
 def cell_path(out: Path, m: int, k: int | None) -> Path:
     return out / CELLS / f"m{m}_k{k_name(k)}.json"
+
+
+def check_shard(index: int, count: int) -> tuple[int, int]:
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard i/n must satisfy 0 <= i < n (n >= 1), got {index}/{count}")
+    return index, count
+
+
+def shard_cells(cells: Sequence[tuple[int, int | None]], index: int, count: int) -> list[tuple[int, int | None]]:
+    """Shard ``index`` of ``count``: cells ``index, index + count, ...`` of the grid (deterministic, disjoint,
+    together the whole grid)."""
+    check_shard(index, count)
+    return list(cells[index::count])
+
+
+def missing_cells(out: Path, cells: Iterable[tuple[int, int | None]]) -> list[tuple[int, int | None]]:
+    return [(m, k) for m, k in cells if not cell_path(out, m, k).is_file()]
 
 
 def run_cells(evaluator: Evaluator, cfg: ExperimentConfig, out: Path, cells: Iterable[tuple[int, int | None]],
@@ -826,25 +866,99 @@ def check_data(cfg: ExperimentConfig) -> None:
             VOCSegmentation(cfg.root, split="trainaug")
 
 
+def check_sweep_mode(cfg: ExperimentConfig, out: Path | None, force: bool, shard: tuple[int, int] | None,
+                     merge: bool) -> None:
+    """The rules of ``--shard`` / ``--merge`` (:class:`ExperimentError`, exit 2, when broken)."""
+    if shard is None and not merge:
+        return
+    flag = "--merge" if shard is None else "--shard"
+    if shard is not None:
+        check_shard(*shard)
+    if shard is not None and merge:
+        raise ExperimentError("--shard and --merge are separate steps: run the shards, then --merge once")
+    if not cfg.sweep:
+        raise ExperimentError(f"{flag} needs --sweep (it shards / merges the m x k sweep)")
+    if out is None:
+        raise ExperimentError(f"{flag} needs --out DIR: the directory every shard and the merge share")
+    if shard is not None and force:
+        raise ExperimentError("--force cannot be combined with --shard (the shards share --out and would "
+                              "delete each other's cells); remove the directory, or run --force once "
+                              "without --shard")
+
+
+def _model(cfg: ExperimentConfig, cache_dir: Path | None, log):
+    if cfg.checkpoint:
+        return checkpoint_model(cfg.checkpoint, cfg)
+    return trained_model(train_config(cfg), Path(cache_dir or default_cache_dir()), log)
+
+
+def run_shard(cfg: ExperimentConfig, out: Path, shard: tuple[int, int], cache_dir: Path | None = None,
+              results_root: Path = Path("results/noisy_labels"), log: Callable[[str], None] | None = None,
+              progress: bool | None = None) -> dict:
+    """Compute shard ``shard = (i, n)`` of the sweep: cells ``[i::n]`` into ``out/cells/`` (nothing else).
+
+    Every shard and the merge use the same configuration and ``out``; ``run.json`` (the same
+    configuration) is written by each, and a shard resumes its unfinished cells. The main
+    table, the tau sweep and ``summary.json`` are the merge's (:func:`run` with ``merge=True``).
+    """
+    log = log or (lambda text: print(text, file=sys.stderr, flush=True))
+    check_sweep_mode(cfg, out, False, shard, False)
+    wall0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    check_data(cfg)
+    out, resumed = prepare_out(out, cfg, False, Path(results_root))
+    write_json(out / "run.json", {"config": cfg.identity(), "started": datetime.now().isoformat(timespec="seconds")})
+    (out / CELLS).mkdir(exist_ok=True)
+    cells = shard_cells(sweep_cells(cfg), *shard)
+    todo = missing_cells(out, cells)
+    log(f"shard {shard[0]}/{shard[1]}: {len(cells)} of {len(sweep_cells(cfg))} cells, {len(todo)} to compute")
+    timings, done, info = {}, 0, None
+    if todo:  # a shard with nothing to do never trains nor loads the model
+        start = time.perf_counter()
+        model, tcfg, info = _model(cfg, cache_dir, log)
+        timings["model_s"] = round(time.perf_counter() - start, 2)
+        start = time.perf_counter()
+        evaluator = Evaluator(model, _eval_loader(tcfg, cfg), cfg.device, progress=progress)
+        done = run_cells(evaluator, cfg, out, cells, progress)
+        timings["sweep_s"] = round(time.perf_counter() - start, 2)
+    timings["total_s"] = round(time.perf_counter() - wall0, 2)
+    return {"shard": {"index": shard[0], "count": shard[1], "cells": [f"m{m}_k{k_name(k)}" for m, k in cells],
+                      "computed": done, "resumed": resumed},
+            "model": asdict(info) if info else None, "out": str(out), "timings": timings}
+
+
 def run(cfg: ExperimentConfig, out: Path | None = None, force: bool = False, cache_dir: Path | None = None,
         results_root: Path = Path("results/noisy_labels"), log: Callable[[str], None] | None = None,
-        progress: bool | None = None) -> dict:
-    """Run the experiment; returns the summary (also written to ``out/summary.json``)."""
+        progress: bool | None = None, shard: tuple[int, int] | None = None, merge: bool = False) -> dict:
+    """Run the experiment; returns the summary (also written to ``out/summary.json``).
+
+    ``shard=(i, n)``: only compute cells ``[i::n]`` of the sweep (:func:`run_shard`).
+    ``merge=True``: compute no cell; every cell file must exist in ``out/cells/`` (else
+    :class:`ExperimentError` listing the missing ones), and the outputs are those of an
+    unsharded run of the same configuration (``--force`` keeps ``cells/`` here).
+    """
+    check_sweep_mode(cfg, out, force, shard, merge)
+    if shard is not None:
+        return run_shard(cfg, out, shard, cache_dir, results_root, log, progress)
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
     wall0, cpu0 = time.perf_counter(), time.process_time()
     torch.manual_seed(cfg.seed)
     check_data(cfg)
-    out, resumed = prepare_out(out, cfg, force, Path(results_root))
+    if merge:  # before prepare_out: a failed merge creates, removes and overwrites nothing
+        missing = missing_cells(Path(out), sweep_cells(cfg))
+        if missing:
+            names = ", ".join(f"m{m}_k{k_name(k)}" for m, k in missing)
+            raise ExperimentError(f"cannot merge: {len(missing)} of {len(sweep_cells(cfg))} sweep cells missing in "
+                                  f"{Path(out) / CELLS}: {names}; finish the shards that own them (--shard i/n), "
+                                  "or rerun without --shard/--merge to compute them here")
+    out, resumed = prepare_out(out, cfg, force, Path(results_root), keep_cells=merge)
     if resumed:
-        log(f"resuming the unfinished run in {out}")
+        log(f"{'merging' if merge else 'resuming'} the unfinished run in {out}")
     write_json(out / "run.json", {"config": cfg.identity(), "started": datetime.now().isoformat(timespec="seconds")})
     timings = {}
 
     start = time.perf_counter()
-    if cfg.checkpoint:
-        model, tcfg, info = checkpoint_model(cfg.checkpoint, cfg)
-    else:
-        model, tcfg, info = trained_model(train_config(cfg), Path(cache_dir or default_cache_dir()), log)
+    model, tcfg, info = _model(cfg, cache_dir, log)
     timings["model_s"] = round(time.perf_counter() - start, 2)
     tau = cfg.tau if cfg.tau is not None else float(getattr(model, "tau", 0.25))
 
@@ -878,7 +992,7 @@ def run(cfg: ExperimentConfig, out: Path | None = None, force: bool = False, cac
         done = run_cells(evaluator, cfg, out, cells, progress)
         sweep_rows, stats = merge_sweep(out, cells, by_name["oracle"]["MIOU"])
         stats.update({"m_grid": list(cfg.grid[0]), "k_grid": [k_name(k) for k in cfg.grid[1]],
-                      "cells_computed_this_run": done})
+                      "cells_computed_this_run": done, "merge_only": merge})
         write_atomic(out / "sweep.csv", csv_text(sweep_rows, SWEEP_COLUMNS))
         plot_sweep(sweep_rows, cells, stats, out / "sweep_heatmaps.png")
         summary["sweep"] = stats

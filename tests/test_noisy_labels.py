@@ -13,8 +13,10 @@ import importlib.util
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +32,17 @@ REQUIRED_COLUMNS = {"condition", "m", "k", "PA", "MPA", "FWAA", "MIOU"}
 FILES = ("table.csv", "table.md", "summary.json", "degradation.png", "run.json")
 
 
+ENV = {**os.environ, "PYTHONHASHSEED": "0"}
+
+
 def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    return subprocess.run([sys.executable, str(SCRIPT), *args, "--no-progress"], cwd=ROOT, env=env, text=True,
+    return subprocess.run([sys.executable, str(SCRIPT), *args, "--no-progress"], cwd=ROOT, env=ENV, text=True,
                           capture_output=True, timeout=timeout)
+
+
+def start_cli(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(SCRIPT), *args, "--no-progress"], cwd=ROOT, env=ENV, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def read_table(path: Path) -> list[dict]:
@@ -160,6 +169,91 @@ def test_sweep_and_tau_sweep_resume_after_interruption(quick_run, cache, tmp_pat
     assert run_cli(*args).returncode == 2
 
 
+SHARD_GRID = ("--quick", "--sweep", "--tau-sweep", "--m-grid", "0,2,5", "--k-grid", "1,all")
+MERGED_FILES = ("table.csv", "table.md", "sweep.csv", "tau_sweep.csv", "sweep_heatmaps.png", "degradation.png")
+
+
+def test_sharded_sweep_merges_to_the_unsharded_outputs(quick_run, cache, tmp_path, cli, capsys):
+    """2 concurrent shards (one --out) + --merge == the unsharded sweep, byte for byte (same seed, same CPU)."""
+    grid = (*SHARD_GRID, "--cache-dir", str(cache))
+    whole = run_cli(*grid, "--out", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    sharded = tmp_path / "sharded"
+    shards = [start_cli(*grid, "--out", str(sharded), "--shard", f"{i}/2") for i in range(2)]
+    outputs = [proc.communicate(timeout=300) for proc in shards]
+    for proc, (stdout, stderr) in zip(shards, outputs):
+        assert proc.returncode == 0, stderr[-3000:]
+        assert "--merge" in stdout
+    assert not (sharded / "summary.json").exists() and not (sharded / "sweep.csv").exists()  # cells only
+    owned = [set(line.split("): ", 1)[1].split(", ")) for line in (out.splitlines()[0] for out, _ in outputs)]
+    assert owned == [{"m0_k1", "m2_k1", "m5_k1"}, {"m0_kall", "m2_kall", "m5_kall"}]  # cells [i::2], disjoint
+    assert sorted(p.name for p in (sharded / "cells").iterdir()) == sorted(
+        p.name for p in (tmp_path / "whole" / "cells").iterdir())
+
+    # --merge refuses to run while a cell is missing, listing it, and changes nothing
+    partial = tmp_path / "partial"
+    shutil.copytree(sharded, partial)
+    for name in ("m2_k1.json", "m5_kall.json"):
+        (partial / "cells" / name).unlink()
+    before = sorted(p.relative_to(partial) for p in partial.rglob("*"))
+    assert cli.main([*grid, "--out", str(partial), "--merge", "--no-progress"]) == 2  # fails before the model
+    err = capsys.readouterr().err
+    assert "2 of 6 sweep cells missing" in err and "m2_k1, m5_kall" in err
+    assert sorted(p.relative_to(partial) for p in partial.rglob("*")) == before
+
+    merged = run_cli(*grid, "--out", str(sharded), "--merge")
+    assert merged.returncode == 0, merged.stderr[-3000:]
+    assert "model: cached" in merged.stderr
+    for name in MERGED_FILES:
+        assert (sharded / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+    for cell in (tmp_path / "whole" / "cells").iterdir():
+        assert (sharded / "cells" / cell.name).read_text() == cell.read_text(), cell.name
+    a = json.loads((tmp_path / "whole" / "summary.json").read_text())
+    b = json.loads((sharded / "summary.json").read_text())
+    assert a["table"] == b["table"] and a["tau_sweep"] == b["tau_sweep"]
+    assert (a["sweep"]["cells_computed_this_run"], b["sweep"]["cells_computed_this_run"]) == (6, 0)
+    assert b["sweep"]["merge_only"] is True
+    ignore = ("cells_computed_this_run", "merge_only")
+    assert {k: v for k, v in a["sweep"].items() if k not in ignore} == {
+        k: v for k, v in b["sweep"].items() if k not in ignore}
+    assert merged.stdout.splitlines()[-3] == whole.stdout.splitlines()[-3]  # the Spearman line
+
+
+def test_concurrent_cold_starts_train_the_cache_entry_once(tmp_path):
+    """Two processes released together on an empty cache: one trains, the other waits on the lock and loads."""
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from imgpix import noise_experiment as nx\n"
+        "cache, ready, go = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])\n"
+        "tcfg = nx.train_config(nx.ExperimentConfig(quick=True, epochs=1, num_train=16))\n"
+        "ready.touch()\n"
+        "while not go.exists():\n"
+        "    time.sleep(0.01)\n"
+        "model, _, info = nx.trained_model(tcfg, cache, lambda text: print(text, flush=True))\n"
+        "print('entry', info.path, info.cache_hit, info.epochs)\n")
+    cache, go = tmp_path / "cache", tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(cache), str(tmp_path / f"ready{i}"), str(go)],
+                              cwd=ROOT, env=ENV, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for i in range(2)]
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"ready{i}").exists() for i in range(2)):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "a process did not start"
+        time.sleep(0.05)
+    go.touch()
+    outs = [p.communicate(timeout=300) for p in procs]
+    for proc, (stdout, stderr) in zip(procs, outs):
+        assert proc.returncode == 0, stderr[-3000:]
+    stdouts = [stdout for stdout, _ in outs]
+    assert sum("model: training" in s for s in stdouts) == 1
+    assert sum("model: cached" in s for s in stdouts) == 1
+    entries = {line.split()[1] for s in stdouts for line in s.splitlines() if line.startswith("entry ")}
+    assert len(entries) == 1  # same checkpoint, loadable after both finished
+    model, saved, state = nx.load_checkpoint(entries.pop())
+    assert state["epoch"] == 1 and saved.num_train == 16
+
+
 # ------------------------------------------------------------------ arguments
 
 
@@ -172,6 +266,17 @@ def test_sweep_and_tau_sweep_resume_after_interruption(quick_run, cache, tmp_pat
     (["--tau", "-0.1"], "0 <= tau <= 1"),
     (["--m-grid", "0,30"], "0 <= m <= N - 1 = 20"),
     (["--k-grid", "1,0"], "1 <= k <= N = 21"),
+    (["--sweep", "--out", "x", "--shard", "2/2"], "0 <= i < n"),
+    (["--sweep", "--out", "x", "--shard", "-1/2"], "0 <= i < n"),
+    (["--sweep", "--out", "x", "--shard", "0/0"], "0 <= i < n"),
+    (["--sweep", "--out", "x", "--shard", "1"], "0 <= i < n"),
+    (["--sweep", "--out", "x", "--shard", "a/b"], "0 <= i < n"),
+    (["--out", "x", "--shard", "0/2"], "--shard needs --sweep"),
+    (["--sweep", "--shard", "0/2"], "--shard needs --out"),
+    (["--sweep", "--out", "x", "--shard", "0/2", "--merge"], "separate steps"),
+    (["--sweep", "--out", "x", "--shard", "0/2", "--force"], "--force cannot be combined with --shard"),
+    (["--out", "x", "--merge"], "--merge needs --sweep"),
+    (["--sweep", "--merge"], "--merge needs --out"),
 ])
 def test_invalid_values_exit_2_naming_the_bound(cli, capsys, argv, bound):
     with pytest.raises(SystemExit) as info:
@@ -268,6 +373,17 @@ def test_prepare_out_rules(tmp_path):
     assert nx.prepare_out(None, cfg, False, root) == (root / "20990101-000000", True)
     fresh, resumed = nx.prepare_out(None, nx.ExperimentConfig(quick=True, seed=3), False, root)
     assert not resumed and fresh.parent == root and fresh.name != "20990101-000000"
+
+
+def test_shard_cells_split_the_grid():
+    cells = nx.sweep_cells(nx.ExperimentConfig(quick=True))
+    for count in (1, 2, 3, 4, len(cells), len(cells) + 2):
+        shards = [nx.shard_cells(cells, i, count) for i in range(count)]
+        flat = [c for shard in shards for c in shard]
+        assert len(flat) == len(cells) and set(flat) == set(cells)  # disjoint, together the whole grid
+        assert shards == [nx.shard_cells(cells, i, count) for i in range(count)]  # deterministic
+    with pytest.raises(ValueError, match="0 <= i < n"):
+        nx.shard_cells(cells, 2, 2)
 
 
 def test_cache_key_covers_the_full_training_config():

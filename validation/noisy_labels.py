@@ -9,6 +9,9 @@ with both (case3); see validation/README.md.
     python validation/noisy_labels.py --m 3 --k 1
     python validation/noisy_labels.py --quick            # < 90 s, the CI gate
     python validation/noisy_labels.py --sweep --tau-sweep
+    python validation/noisy_labels.py --sweep --out DIR --shard 0/2 &   # shard the sweep over
+    python validation/noisy_labels.py --sweep --out DIR --shard 1/2 &   # processes, then merge
+    wait; python validation/noisy_labels.py --sweep --out DIR --merge
 """
 
 from __future__ import annotations
@@ -54,6 +57,17 @@ def _grid(check, convert):
     return parse
 
 
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected i/n with integers 0 <= i < n (e.g. 0/2), got {text!r}") from None
+    try:
+        return nx.check_shard(index, count)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -86,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sweep values of m, comma-separated (default 0,1,2,3,5,8,13; --quick 0,2,5)")
     p.add_argument("--k-grid", type=_grid(nx.check_k, _k_value), default=None,
                    help="sweep values of k, comma-separated, 'all' keeps every class (default 1,2,3,all)")
+    p.add_argument("--shard", type=_shard, default=None, metavar="I/N",
+                   help="with --sweep and --out: compute only cells I, I+N, I+2N, ... of the grid (0 <= I < N) "
+                        "into OUT/cells/; every shard and the merge take the same other arguments and --out")
+    p.add_argument("--merge", action="store_true",
+                   help="with --sweep and --out: compute no cell, merge the shards' cell files into the table, "
+                        "heatmaps and summary of an unsharded run (exit 2 listing any missing cell)")
     p.add_argument("--tau-sweep", action="store_true", help="MIOU against the labeler threshold (Fig. 4)")
     p.add_argument("--protect-background", action="store_true",
                    help="always keep background (class 0) when present; it counts toward k")
@@ -101,9 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(argv[:-1]):  # "--shard -1/2" would read as an option: make it "--shard=-1/2"
+        if arg == "--shard" and argv[i + 1].startswith("-") and "/" in argv[i + 1]:
+            argv[i:i + 2] = [f"--shard={argv[i + 1]}"]
+            break
     args = parser.parse_args(argv)
     if args.data == "voc" and not args.root and not args.checkpoint:
         parser.error("--data voc needs --root DIR; " + _voc_layout())
+    if args.shard is not None or args.merge:
+        try:
+            nx.check_sweep_mode(nx.ExperimentConfig(sweep=args.sweep), args.out, args.force, args.shard, args.merge)
+        except nx.ExperimentError as error:
+            parser.error(str(error))
     try:
         cfg = nx.ExperimentConfig(
             m=args.m, k=args.k, tau=args.tau, data=args.data, root=args.root, checkpoint=args.checkpoint,
@@ -111,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             m_grid=args.m_grid, k_grid=args.k_grid, protect_background=args.protect_background,
             generator=args.generator, epochs=args.epochs, num_train=args.num_train, num_val=args.num_val)
         summary = nx.run(cfg, out=args.out, force=args.force, cache_dir=args.cache_dir,
-                         progress=False if args.no_progress else None)
+                         progress=False if args.no_progress else None, shard=args.shard, merge=args.merge)
     except (nx.ExperimentError, FileNotFoundError, ValueError) as error:
         print(f"noisy_labels.py: error: {error}", file=sys.stderr)
         return 2
@@ -119,6 +149,13 @@ def main(argv: list[str] | None = None) -> int:
         print("\nnoisy_labels.py: interrupted; finished work is saved, rerun the same command to resume",
               file=sys.stderr)
         return 130
+    if "shard" in summary:
+        s = summary["shard"]
+        print(f"shard {s['index']}/{s['count']}: {len(s['cells'])} cells ({s['computed']} computed, "
+              f"{len(s['cells']) - s['computed']} already there): {', '.join(s['cells']) or 'none'}\n"
+              f"wrote {summary['out']}/cells ({summary['timings']['total_s']:.1f} s); when every shard has "
+              "finished, rerun with --merge instead of --shard")
+        return 0
     print(summary["table_md"], end="")
     if "sweep" in summary:
         s = summary["sweep"]
