@@ -13,7 +13,6 @@ the worst case, not the paper's setting.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -95,7 +94,9 @@ CASES = {"model": model_case, "step": step_case}
 
 
 def peak_memory(kind: str, arch: str, variant: str, device) -> float:
-    """Peak bytes of one call: ``max_memory_allocated`` on GPU, a fresh subprocess's peak RSS on CPU."""
+    """Peak bytes of one call: ``max_memory_allocated`` on GPU; on CPU the peak RSS (VmHWM) of a
+    fresh subprocess that builds the workload and runs it twice (torch and the weights included;
+    ``ru_maxrss`` is not used because it carries the parent's peak over from fork)."""
     device = torch.device(device)
     if device.type == "cuda":
         run = CASES[kind](arch, variant, device)
@@ -106,8 +107,9 @@ def peak_memory(kind: str, arch: str, variant: str, device) -> float:
         torch.cuda.synchronize()
         return float(torch.cuda.max_memory_allocated())
     here = str(Path(__file__).resolve().parent)
-    code = (f"import json, resource, sys; sys.path.insert(0, {here!r}); import model_cases as m; "
+    code = (f"import sys; sys.path.insert(0, {here!r}); import model_cases as m; "
             f"run = m.CASES[{kind!r}]({arch!r}, {variant!r}, 'cpu'); run(); run(); "
-            "print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))")
+            "print(next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(json.loads(result.stdout.strip().splitlines()[-1]))
+    return float(result.stdout.strip().splitlines()[-1])
+
