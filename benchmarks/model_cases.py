@@ -13,6 +13,7 @@ the worst case, not the paper's setting.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -110,6 +111,7 @@ def peak_memory(kind: str, arch: str, variant: str, device) -> float:
     code = (f"import sys; sys.path.insert(0, {here!r}); import model_cases as m; "
             f"run = m.CASES[{kind!r}]({arch!r}, {variant!r}, 'cpu'); run(); run(); "
             "print(next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}  # glibc's default trimming
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     return float(result.stdout.strip().splitlines()[-1])
 

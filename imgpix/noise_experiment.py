@@ -65,7 +65,7 @@ K_MAX = N
 CE_FLOOR = 1e-6  # probabilities below this count as 1e-6 in the cross-entropy (a removed true class is -log 1e-6)
 
 # Training presets of the synthetic default. The generator (Eq. 3) is off by default: it is a
-# training regulariser that costs ~8x per iteration on CPU, and the experiment is about the
+# training regulariser whose 3-step iteration costs ~3.6x a plain step of the tiny net, and the experiment is about the
 # fusion with test-time labels; ``--generator`` turns it on (a different cache entry).
 # ``train_val``: the validation images train() scores after every epoch (a log only);
 # ``num_val``: the validation images this experiment evaluates.

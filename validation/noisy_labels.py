@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tau-sweep", action="store_true", help="MIOU against the labeler threshold (Fig. 4)")
     p.add_argument("--protect-background", action="store_true",
                    help="always keep background (class 0) when present; it counts toward k")
-    p.add_argument("--generator", action="store_true", help="train with the generator (Eq. 3), ~8x slower")
+    p.add_argument("--generator", action="store_true", help="train with the generator (Eq. 3), ~3.6x slower per step")
     p.add_argument("--epochs", type=_positive, default=None, help="training epochs (default 12; --quick 2)")
     p.add_argument("--num-train", type=_positive, default=None,
                    help="synthetic training images (default 1024; --quick 64)")
