@@ -36,6 +36,12 @@ with ``(seed, crc32(split), i)``, so it is identical across dataset instances,
 processes and DataLoader workers; no disk access, a few ms per 64x64 image.
 Images are float32 ``[3, H, W]`` normalised with ImageNet ``MEAN``/``STD``,
 masks int64 ``[H, W]`` with ids ``0..num_classes-1`` and 255 = ignore.
+
+Measured ambiguity (512 train / 128 val images): a per-pixel Gaussian
+classifier on colour + 7x7 texture statistics labels object pixels with
+accuracy 0.31 (chance within a family: 0.25), and 0.999 once restricted to the
+image's true classes. The oracle gain on the tiny FCN
+(``validation/ablation.py``): MIOU 22.6 unfused vs 99.4 with oracle labels.
 """
 
 from __future__ import annotations
