@@ -1,6 +1,6 @@
 """Performance gate: speed ratios measured inside one run, each against a bound.
 
-    python benchmarks/gate.py [--device cpu|cuda] [--repeats N] [--slow]
+    python benchmarks/gate.py [--device cpu|cuda] [--repeats N] [--shape B,N,H,W] [--fusion-only] [--slow]
 
 Prints ``name | measured ratio | bound | ok`` and exits 1 when any ratio
 exceeds its bound. Only ratios are gated (never absolute times): both sides
@@ -139,10 +139,17 @@ def run_gates(gates: Sequence[Gate], out: TextIO = sys.stdout) -> bool:
     return all(row[3] == "ok" for row in rows)
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--repeats", type=int, default=9, help="interleaved rounds per ratio (median)")
+    parser.add_argument("--repeats", type=positive_int, default=9, help="interleaved rounds per ratio (median)")
     parser.add_argument("--shape", type=lambda s: tuple(int(v) for v in s.split(",")), help="B,N,H,W of the fusion gate")
     parser.add_argument("--slow", action="store_true", help="gate deliberately_slow_fuse_log instead (must fail)")
     parser.add_argument("--fusion-only", action="store_true", help="skip the FCN-8s model and training-step gates")

@@ -21,13 +21,13 @@ from typing import Callable
 
 import torch
 
+from imgpix.data import NUM_CLASSES
 from imgpix.labels import from_masks
 from imgpix.losses import reconstruction_loss, segmentation_loss
 from imgpix.models import Generator, build_segmenter
 from imgpix.models.fused import ImgPixNet
 from imgpix.train import TrainConfig, Trainer
 
-NUM_CLASSES = 21
 ARCHS = ("fcn8s", "tiny")
 MODEL_VARIANTS = ("plain", "fused", "fused+generator")
 STEP_VARIANTS = ("plain", "3step", "joint")

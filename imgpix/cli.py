@@ -107,7 +107,9 @@ def run_evaluate(args) -> None:
     cfg.root, cfg.num_val = args.root or cfg.root, args.num_val or cfg.num_val
     if args.tau is not None:
         model.tau = args.tau
-    source = args.label_source or ("labeler" if model.labeler is not None else "oracle")
+    if model.fusion is None and args.label_source not in (None, "none"):
+        raise ValueError("this checkpoint was trained with --fusion none: it ignores image labels")
+    source = args.label_source or ("none" if model.fusion is None else "labeler" if model.labeler else "oracle")
     if source == "labeler" and model.labeler is None:
         raise ValueError("--label-source labeler needs a checkpoint trained with a labeler")
     result = evaluate(model, build_loader(cfg, "val", shuffle=False), source, args.device, progress=True)

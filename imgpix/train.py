@@ -42,6 +42,7 @@ LABEL_SOURCES = ("none", "oracle", "labeler")
 METRIC_NAMES = ("PA", "MPA", "FWAA", "MIOU")
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "metrics.csv"
+RUNTIME_ONLY = ("epochs", "workers", "compile", "channels_last")  # may change between a run and its resume
 
 
 @dataclass
@@ -84,6 +85,8 @@ class TrainConfig:
             raise ValueError(f"train_labels must be 'oracle' or 'none', got {self.train_labels!r}")
         if self.generator and self.discriminator:
             raise ValueError("choose the generator or the discriminator, not both")
+        if self.discriminator and self.procedure == "joint":
+            raise ValueError("the discriminator learns in step 2 only: use procedure '3step' with it")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
 
@@ -338,9 +341,10 @@ def resume_or_start(trainer: Trainer, out: Path) -> None:
         return
     state = torch.load(ckpt, map_location=trainer.device, weights_only=False)
     # torchrun gives rank r the device cuda:r: compare the device type, not the index
-    saved = {k: torch.device(v).type if k == "device" else v for k, v in state["config"].items() if k != "epochs"}
+    saved = {k: torch.device(v).type if k == "device" else v
+             for k, v in state["config"].items() if k not in RUNTIME_ONLY}
     current = {k: torch.device(v).type if k == "device" else v
-               for k, v in asdict(trainer.cfg).items() if k != "epochs"}
+               for k, v in asdict(trainer.cfg).items() if k not in RUNTIME_ONLY}
     if saved != current:
         changed = sorted(k for k in current if saved.get(k) != current[k])
         raise ValueError(f"{ckpt} was written by another configuration (differs in {changed}); "

@@ -71,10 +71,16 @@ def runs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
     state["model"] = {k: v for k, v in state["model"].items() if not k.startswith("labeler.")}
     no_labeler = tmp / "no_labeler.pt"
     torch.save(state, no_labeler)
+    state["config"]["fusion"] = None  # as if trained with --fusion none
+    unfused = tmp / "unfused.pt"
+    torch.save(state, unfused)
     wave2 = {"eval_oracle": start("evaluate", "--checkpoint", str(out), "--label-source", "oracle", cwd=repo),
              "eval_default": start("evaluate", "--checkpoint", str(out / "checkpoint.pt"), cwd=repo),
              "eval_no_labeler": start("evaluate", "--checkpoint", str(no_labeler), "--label-source", "labeler",
-                                      cwd=repo)}
+                                      cwd=repo),
+             "eval_unfused": start("evaluate", "--checkpoint", str(unfused), cwd=repo),
+             "eval_unfused_oracle": start("evaluate", "--checkpoint", str(unfused), "--label-source", "oracle",
+                                          cwd=repo)}
     results.update({name: finish(proc) for name, proc in wave2.items()})
     results["_out"] = out  # type: ignore[assignment]
     return results
@@ -116,6 +122,14 @@ def test_evaluate_defaults_to_labeler(runs):
     result = runs["eval_default"]
     assert result.returncode == 0, result.stderr[-3000:]
     table_row(result.stdout, "labeler")
+
+
+def test_evaluate_unfused_checkpoint_reports_no_labels(runs):
+    result = runs["eval_unfused"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    table_row(result.stdout, "none")
+    refused = runs["eval_unfused_oracle"]
+    assert refused.returncode == 2 and "--fusion none" in refused.stderr
 
 
 def test_evaluate_labeler_source_without_labeler_is_usage_error(runs):

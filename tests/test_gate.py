@@ -61,6 +61,11 @@ def test_main_exit_code_for_slow_demo():
     assert "FAIL" in out.getvalue()
 
 
+def test_main_rejects_non_positive_repeats():
+    with pytest.raises(SystemExit):
+        gate.main(["--device", "cpu", "--repeats", "0"], io.StringIO())
+
+
 def test_main_rejects_missing_device():
     if torch.cuda.is_available():
         pytest.skip("CUDA present")

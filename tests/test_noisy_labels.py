@@ -277,6 +277,9 @@ def test_concurrent_cold_starts_train_the_cache_entry_once(tmp_path):
     (["--sweep", "--out", "x", "--shard", "0/2", "--force"], "--force cannot be combined with --shard"),
     (["--out", "x", "--merge"], "--merge needs --sweep"),
     (["--sweep", "--merge"], "--merge needs --out"),
+    (["--checkpoint", "x.pt", "--epochs", "3"], "not with --checkpoint"),
+    (["--checkpoint", "x.pt", "--generator"], "not with --checkpoint"),
+    (["--data", "voc", "--root", "x", "--num-val", "4"], "not with --data voc"),
 ])
 def test_invalid_values_exit_2_naming_the_bound(cli, capsys, argv, bound):
     with pytest.raises(SystemExit) as info:

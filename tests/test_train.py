@@ -187,6 +187,8 @@ def test_discriminator_iteration(batch, monkeypatch):
 def test_generator_and_discriminator_together_rejected():
     with pytest.raises(ValueError, match="generator or the discriminator"):
         cfg_for(discriminator=True)
+    with pytest.raises(ValueError, match="step 2 only"):
+        cfg_for(discriminator=True, generator=False, procedure="joint")
     for bad in ({"procedure": "4step"}, {"train_labels": "labeler"}, {"epochs": 0}, {"batch_size": 0}):
         with pytest.raises(ValueError):
             cfg_for(**bad)
@@ -403,6 +405,13 @@ def test_resume_with_other_config_raises(two_epochs):
     with pytest.raises(ValueError, match="another configuration.*lr"):
         T.train(cfg_for(epochs=3, lr=0.01), out, log=lambda line: None)
     assert len(read_history(out / T.HISTORY)) == 2  # untouched
+
+
+def test_resume_ignores_runtime_only_settings(two_epochs):
+    out, _ = two_epochs
+    lines = []
+    done = T.train(cfg_for(epochs=2, workers=1, channels_last=True), out, log=lines.append)
+    assert done.epoch == 2 and lines == []  # accepted as the same run, already finished
 
 
 def test_resume_drops_history_rows_after_checkpoint(two_epochs, tmp_path):

@@ -129,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.data == "voc" and not args.root and not args.checkpoint:
         parser.error("--data voc needs --root DIR; " + _voc_layout())
+    if args.checkpoint and (args.epochs or args.num_train or args.generator):
+        parser.error("--epochs, --num-train and --generator configure training: not with --checkpoint")
+    if args.data == "voc" and (args.num_train or args.num_val):
+        parser.error("--num-train and --num-val size the synthetic data: not with --data voc")
     if args.shard is not None or args.merge:
         try:
             nx.check_sweep_mode(nx.ExperimentConfig(sweep=args.sweep), args.out, args.force, args.shard, args.merge)

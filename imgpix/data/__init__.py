@@ -17,9 +17,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..labels import IGNORE_INDEX
+
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
-IGNORE_INDEX = 255
 NUM_CLASSES = 21
 VOC_CLASSES = (
     "background",

@@ -53,9 +53,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..labels import IGNORE_INDEX
 from . import MEAN, STD
 
-IGNORE_INDEX = 255
 FAMILY_SIZE = 4
 SHAPES = ("disc", "square", "triangle", "ring")
 DEFAULT_NUM_IMAGES = {"train": 512, "val": 128, "test": 128}
