@@ -118,8 +118,10 @@ def default_gates(
     ]
     if models:
         names = {"model": "fwd+bwd", "step": "training iteration"}
+        # the fwd+bwd bounds (1.03, 1.10) sit within a few % of the truth: more rounds there
+        model_repeats = {"model": repeats, "step": max(3, repeats // 2 + 1)}
         gates += [Gate(f"FCN-8s {variant} / plain {names[kind]} [{dev.type}]",
-                       partial(model_ratio, kind, variant, device, repeats=max(3, repeats // 2 + 1)), bound)
+                       partial(model_ratio, kind, variant, device, repeats=model_repeats[kind]), bound)
                   for kind, variant, bound in MODEL_BOUNDS]
         gates.append(Gate(f"FCN-8s fused+generator / plain peak memory [{dev.type}]",
                           partial(memory_ratio, device), MEMORY_BOUND))
@@ -127,11 +129,20 @@ def default_gates(
 
 
 def run_gates(gates: Sequence[Gate], out: TextIO = sys.stdout) -> bool:
-    """Measure every gate, print the table, return whether all are within bounds."""
+    """Measure every gate, print the table, return whether all are within bounds.
+
+    A ratio over its bound is measured once more and fails only if it is over
+    again (both values are printed): one noisy median on a shared machine
+    does not fail CI, a real regression is over the bound both times.
+    """
     rows = []
     for gate in gates:
-        ratio = gate.measure_ratio()
-        rows.append((gate.name, f"{ratio:.2f}", f"{gate.bound:.2f}", "ok" if ratio <= gate.bound else "FAIL"))
+        ratios = [gate.measure_ratio()]
+        if ratios[0] > gate.bound:
+            ratios.append(gate.measure_ratio())
+        ok = min(ratios) <= gate.bound
+        measured = " then ".join(f"{ratio:.2f}" for ratio in ratios)
+        rows.append((gate.name, measured, f"{gate.bound:.2f}", "ok" if ok else "FAIL"))
     header = ("name", "measured ratio", "bound", "ok")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
     for row in [header, tuple("-" * w for w in widths), *rows]:
