@@ -150,15 +150,6 @@ def test_two_processes_match_one(tmp_path):
     print("\n".join(report))
 
 
-@pytest.fixture
-def one_thread():
-    """Train in this process on one thread: on a busy 2-core machine two threads are many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_torchrun_cli(tmp_path, one_thread):
     out = tmp_path / "run"
     common = dict(epochs=1, num_train=32, num_val=15, batch_size=8, image_size=SIZE, seed=1)

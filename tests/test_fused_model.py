@@ -14,13 +14,7 @@ from imgpix.models.fused import ImgPixNet
 N, B, S = 21, 2, 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and on a busy 2-core machine ~50x faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randomised_segmenter(seed: int = 0) -> nn.Module:
