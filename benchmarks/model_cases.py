@@ -65,7 +65,7 @@ def model_case(arch: str, variant: str, device) -> Callable[[], None]:
     generator = Generator(NUM_CLASSES) if variant == "fused+generator" else None
     model = ImgPixNet(seg, generator=generator, fusion=None if variant == "plain" else "dot").to(device)
     image, mask = batch(arch, device)
-    labels = from_masks(mask, NUM_CLASSES) if variant != "plain" else "none"
+    labels = from_masks(mask, NUM_CLASSES) if variant != "plain" else None
 
     def run() -> None:
         out = model(image, labels)
@@ -84,8 +84,8 @@ def step_case(arch: str, variant: str, device) -> Callable[[], None]:
         raise ValueError(f"variant must be one of {STEP_VARIANTS}")
     plain = variant == "plain"
     cfg = TrainConfig(model=workload(arch, device)["model"], labeler=None, fusion=None if plain else "dot",
-                      generator=not plain, procedure="joint" if variant == "joint" else "3step",
-                      device=str(device))
+                      train_labels="none" if plain else "oracle", generator=not plain,
+                      procedure="joint" if variant == "joint" else "3step", device=str(device))
     trainer = Trainer(cfg)
     image, mask = batch(arch, device)
     return lambda: trainer.iteration(image, mask)

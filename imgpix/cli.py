@@ -3,68 +3,94 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from . import theory
+from .labels import LabelSource, check_tau
+from .data.synthetic import PRESETS as SCENE_PRESETS
+from .train import LABELERS, MODELS, PROCEDURES, TrainConfig
+
+DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
+EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 
 
-def _unit_interval(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {value}")
-    return value
+def _checked(convert, check, what: str):
+    """An argparse type: ``convert`` the text, then ``check`` it (a ValueError names the problem)."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+            if check(value):
+                return value
+        except ValueError:
+            pass
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+    parse.__name__ = what
+    return parse
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+_positive = _checked(int, lambda v: v >= 1, "an integer >= 1")
+_count = _checked(int, lambda v: v >= 0, "an integer >= 0")
+_rate = _checked(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+_unit = _checked(float, lambda v: check_tau(v) == v, "a number in [0, 1]")
 
 
-def _data_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", choices=["synthetic", "voc"], default=None,
-                        help="dataset (default: synthetic for train, the checkpoint's for evaluate)")
+def _common_args(parser: argparse.ArgumentParser, data_default: str | None) -> None:
+    parser.add_argument("--data", choices=["synthetic", "voc"], default=data_default,
+                        help="dataset (default: %(default)s)" if data_default else "dataset (default: the checkpoint's)")
     parser.add_argument("--root", help="dataset root for --data voc (VOCdevkit/ and SBD/ inside)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    parser.add_argument("--tau", type=_unit_interval, default=None, help="labeler threshold in [0, 1] (default 0.25)")
+    parser.add_argument("--device", default=DEFAULTS["device"], help="cpu, cuda, cuda:1, ... (default: %(default)s)")
+    parser.add_argument("--tau", type=_unit, default=None,
+                        help=f"labeler threshold in [0, 1] (default: {DEFAULTS['tau']}, or the checkpoint's)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+
+def _train_parser(commands) -> None:
+    train = commands.add_parser("train", help="train the fused model (resumes from --out if it holds a checkpoint)")
+    _common_args(train, DEFAULTS["data"])
+    add = train.add_argument
+    add("--model", choices=MODELS, default=DEFAULTS["model"])
+    add("--labeler", choices=(*LABELERS, "none"), default=DEFAULTS["labeler"])
+    add("--backbone-weights", help="local torchvision VGG16 state dict for the FCN backbone")
+    add("--fusion", choices=["dot", "add", "logit_add", "none"], default=DEFAULTS["fusion"],
+        help="how labels are fused; 'none' trains the plain FCN (labels can still be fused after training)")
+    add("--generator", action=argparse.BooleanOptionalAction, default=DEFAULTS["generator"])
+    add("--discriminator", action="store_true", help="Table 2 ablation (implies --no-generator)")
+    add("--procedure", choices=PROCEDURES, default=DEFAULTS["procedure"])
+    add("--train-labels", default=DEFAULTS["train_labels"], metavar="SOURCE",
+        help="labels fused during training: oracle, labeler, noisy:m=M,k=K or none (default: %(default)s)")
+    for name, kind in (("epochs", _positive), ("batch_size", _positive), ("lr", _rate), ("seed", _count),
+                       ("image_size", _positive), ("crop_size", _positive), ("workers", _count)):
+        add("--" + name.replace("_", "-"), type=kind, default=DEFAULTS[name], help="default: %(default)s")
+    add("--num-train", type=_positive, help="synthetic training images per epoch (drawn afresh each epoch)")
+    add("--fixed-train", action="store_true", help="the same synthetic training images every epoch")
+    add("--num-val", type=_positive, help="synthetic validation images")
+    add("--scene-preset", choices=SCENE_PRESETS, default=DEFAULTS["scene_preset"],
+        help="synthetic scene statistics: 'voc' matches PASCAL VOC's label statistics (default: %(default)s)")
+    add("--ambiguity", type=_unit, default=DEFAULTS["ambiguity"],
+        help="1: members of a family look alike locally; 0: every class has its own look (default: %(default)s)")
+    add("--family-size", type=_positive, default=DEFAULTS["family_size"], help="default: %(default)s")
+    add("--co-occurrence", action="store_true", help="two members of one family may share an image")
+    add("--amp", action="store_true", help="bfloat16 autocast on GPU")
+    add("--channels-last", action="store_true")
+    add("--compile", action="store_true", help="torch.compile the segmentation net")
+    add("--out", default="runs/imgpix", help="output directory (default: %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imgpix", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    _train_parser(commands)
 
-    train = commands.add_parser("train", help="train the fused model (resumes from --out if it holds a checkpoint)")
-    _data_args(train)
-    train.add_argument("--model", choices=["fcn32s", "fcn16s", "fcn8s", "tiny"], default="tiny")
-    train.add_argument("--labeler", choices=["tiny", "vgg16", "resnet18", "none"], default="tiny")
-    train.add_argument("--backbone-weights", help="local torchvision VGG16 state dict for the FCN backbone")
-    train.add_argument("--fusion", choices=["dot", "add", "none"], default="dot")
-    train.add_argument("--generator", action=argparse.BooleanOptionalAction, default=True)
-    train.add_argument("--discriminator", action="store_true", help="Table 2 ablation (implies --no-generator)")
-    train.add_argument("--procedure", choices=["3step", "joint"], default="3step")
-    train.add_argument("--label-source", choices=["oracle", "none"], default="oracle",
-                       help="image labels fused during training")
-    train.add_argument("--epochs", type=_positive, default=8)
-    train.add_argument("--batch-size", type=_positive, default=16)
-    train.add_argument("--lr", type=float, default=0.05)
-    train.add_argument("--num-train", type=_positive, help="synthetic training images")
-    train.add_argument("--num-val", type=_positive, help="synthetic validation images")
-    train.add_argument("--image-size", type=_positive, default=64, help="synthetic image size")
-    train.add_argument("--crop-size", type=_positive, default=320, help="VOC training crop")
-    train.add_argument("--workers", type=int, default=0)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--amp", action="store_true", help="bfloat16 autocast on GPU")
-    train.add_argument("--channels-last", action="store_true")
-    train.add_argument("--compile", action="store_true", help="torch.compile the segmentation net")
-    train.add_argument("--out", default="runs/imgpix", help="output directory (default runs/imgpix)")
-
-    evaluate = commands.add_parser("evaluate", help="PA / MPA / FWAA / MIOU of a checkpoint")
-    _data_args(evaluate)
+    evaluate = commands.add_parser("evaluate", help="PA / MPA / FWAA / MIOU of a checkpoint, in percent")
+    _common_args(evaluate, None)
     evaluate.add_argument("--checkpoint", required=True, help="checkpoint.pt, or the --out directory of train")
-    evaluate.add_argument("--label-source", choices=["none", "oracle", "labeler"], default=None,
-                          help="image labels at test time (default: labeler if trained, else oracle)")
+    evaluate.add_argument("--label-source", action="append", metavar="SOURCE",
+                          help="labels fused at test time: none, oracle, labeler[@tau], noisy:m=M,k=K; repeat "
+                               "for several rows (default: labeler if trained with one, else oracle; none for "
+                               "a model trained unfused)")
     evaluate.add_argument("--num-val", type=_positive, help="synthetic validation images")
 
     table = commands.add_parser("theory", help="Eqs. 4-14 for given N, n, m, k")
@@ -77,45 +103,59 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_train(args) -> None:
     from . import distributed
-    from .train import TrainConfig, train
+    from .train import train
 
     device = distributed.init_from_env(args.device)
-    cfg = TrainConfig(
-        data=args.data or "synthetic", root=args.root, model=args.model,
-        labeler=None if args.labeler == "none" else args.labeler, backbone_weights=args.backbone_weights,
-        fusion=None if args.fusion == "none" else args.fusion,
-        generator=args.generator and not args.discriminator, discriminator=args.discriminator,
-        procedure=args.procedure, train_labels=args.label_source,
-        tau=0.25 if args.tau is None else args.tau, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        num_train=args.num_train, num_val=args.num_val, image_size=args.image_size, crop_size=args.crop_size,
-        seed=args.seed, device=device, workers=args.workers, amp=args.amp, channels_last=args.channels_last,
-        compile=args.compile)
+    if args.data == "voc" and not args.root:
+        raise ValueError("--data voc needs --root DIR (the folder holding VOCdevkit/ and SBD/)")
+    given = {name: value for name, value in vars(args).items() if name in DEFAULTS}
+    cfg = TrainConfig(**{
+        **given, "device": device, "labeler": None if args.labeler == "none" else args.labeler,
+        "fusion": None if args.fusion == "none" else args.fusion,
+        "generator": args.generator and not args.discriminator,
+        "train_labels": "none" if args.fusion == "none" else args.train_labels,
+        "tau": DEFAULTS["tau"] if args.tau is None else args.tau})
     try:
         train(cfg, args.out)
-        if distributed.is_main():
-            print(f"wrote {Path(args.out) / 'checkpoint.pt'} and {Path(args.out) / 'metrics.csv'}")
     finally:
         distributed.shutdown()
 
 
+def default_sources(model, tau: float) -> list[LabelSource]:
+    """What ``evaluate`` fuses when not told: the labeler if the model has one, else the oracle; none if unfused."""
+    if model.fusion is None:
+        return [LabelSource("none")]
+    return [LabelSource("labeler", tau=tau) if model.labeler is not None else LabelSource("oracle")]
+
+
 def run_evaluate(args) -> None:
-    from .train import METRIC_NAMES, build_loader, evaluate, load_checkpoint
+    from dataclasses import replace
+
+    from .evaluate import Evaluator
+    from .metrics import METRIC_NAMES
+    from .train import build_loader, load_checkpoint
 
     path = Path(args.checkpoint)
     model, cfg, _ = load_checkpoint(path / "checkpoint.pt" if path.is_dir() else path, args.device)
-    cfg.device, cfg.data = args.device, args.data or cfg.data
-    cfg.root, cfg.num_val = args.root or cfg.root, args.num_val or cfg.num_val
-    if args.tau is not None:
-        model.tau = args.tau
-    if model.fusion is None and args.label_source not in (None, "none"):
-        raise ValueError("this checkpoint was trained with --fusion none: it ignores image labels")
-    source = args.label_source or ("none" if model.fusion is None else "labeler" if model.labeler else "oracle")
-    if source == "labeler" and model.labeler is None:
-        raise ValueError("--label-source labeler needs a checkpoint trained with a labeler")
-    result = evaluate(model, build_loader(cfg, "val", shuffle=False), source, args.device, progress=True)
+    cfg = replace(cfg, device=args.device, data=args.data or cfg.data, root=args.root or cfg.root,
+                  num_val=args.num_val or cfg.num_val)
+    if cfg.data == "voc" and not cfg.root:
+        raise ValueError("--data voc needs --root DIR (the folder holding VOCdevkit/ and SBD/)")
+    tau = cfg.tau if args.tau is None else args.tau
+    sources = ([LabelSource.parse(text, tau=tau) for text in args.label_source] if args.label_source
+               else default_sources(model, tau))
+    if any(s.kind == "labeler" for s in sources) and model.labeler is None:
+        raise ValueError("label source 'labeler' needs a checkpoint trained with a labeler")
+    loader = build_loader(cfg, "val", shuffle=False)
+    results = Evaluator(model, loader, args.device, progress=args.progress).run(sources)
+    trained = "unfused" if model.fusion is None else f"{model.fusion}-fused"
+    print(f"{path}: {len(loader.dataset)} {cfg.data} val images, model trained {trained}; scores in percent")
     print(f"| labels | {' | '.join(METRIC_NAMES)} |")
     print(f"|---|{'---|' * len(METRIC_NAMES)}")
-    print(f"| {source} | " + " | ".join(f"{100 * result[k]:.2f}" for k in METRIC_NAMES) + " |")
+    for name, result in results.items():
+        posthoc = " (post-hoc)" if model.fusion is None and result.source.fused else ""
+        values = " | ".join(f"{100 * result.scores[k]:.2f}" for k in METRIC_NAMES)
+        print(f"| {name}{posthoc} | {values} |")
 
 
 def run_theory(args) -> None:
@@ -129,24 +169,24 @@ def run_theory(args) -> None:
             ("Eq. 12 case2_lost(n, k)", lambda: theory.case2_lost(n, k)),
             ("Eq. 13 case3_learned(m, k)", lambda: theory.case3_learned(m, k)),
             ("Eq. 14 case3_outlier(m, k)", lambda: theory.case3_outlier(m, k))]
+    values = [(name, value()) for name, value in rows]  # any out-of-domain argument raises before printing
     print(f"N={N} n={n} m={m} k={k} (nats)")
-    for name, value in rows:
-        try:
-            print(f"{name:34s} {value():.4f}")
-        except ValueError as error:
-            print(f"{name:34s} undefined ({error})")
+    for name, value in values:
+        print(f"{name:34s} {value:.4f}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command == "train" and (args.data or "synthetic") == "voc" and not args.root:
-        parser.error("--data voc needs --root DIR")
+    args = build_parser().parse_args(argv)
+    command = {"train": run_train, "evaluate": run_evaluate, "theory": run_theory}[args.command]
     try:
-        {"train": run_train, "evaluate": run_evaluate, "theory": run_theory}[args.command](args)
-    except (FileNotFoundError, ValueError) as error:
+        command(args)
+    except KeyboardInterrupt:
+        hint = "; rerun the same command to resume from the last checkpoint" if args.command == "train" else ""
+        print(f"imgpix {args.command}: interrupted{hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (OSError, ValueError) as error:
         print(f"imgpix {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     return 0
 
 

@@ -23,10 +23,14 @@ from imgpix.fast_fusion import fast_masked_log_softmax
 
 SUM_TOLERANCE = 1e-3
 FUSION_MODES = ("dot", "add")
+LOG_FUSION_MODES = (*FUSION_MODES, "logit_add")
+LOGIT_ADD_BETA = 2.0  # logit boost of a labelled class in "logit_add": a prior odds factor of e^2 ~ 7.4
 
 
 def _check_labels(labels: Tensor, batch: int, num_classes: int) -> Tensor:
     """Validate labels and return them as a [B, N] float tensor."""
+    if not isinstance(labels, Tensor):
+        raise ValueError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
     if labels.dim() == 1:
         labels = labels.unsqueeze(0).expand(batch, -1)
     if labels.dim() != 2:
@@ -44,6 +48,8 @@ def _check_labels(labels: Tensor, batch: int, num_classes: int) -> Tensor:
 
 
 def _check_maps(maps: Tensor, name: str) -> None:
+    if not isinstance(maps, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(maps).__name__}")
     if maps.dim() != 4:
         raise ValueError(f"{name} must have shape [B, N, H, W], got {tuple(maps.shape)}")
 
@@ -61,10 +67,13 @@ def fuse(probs: Tensor, labels: Tensor, *, mode: str = "dot") -> Tensor:
     ``mode="dot"`` renormalises ``P * L`` per pixel; ``mode="add"`` renormalises
     ``P + L`` (the paper's Table 3 ablation). Returns a tensor with the shape
     and dtype of ``probs`` (computed in float64). Raises ``ValueError`` on bad shapes, labels outside
-    [0, 1], or pixels of ``probs`` that are negative or do not sum to 1.
+    [0, 1], NaN or infinite probabilities, or pixels that are negative or do not sum to 1.
     """
     if mode not in FUSION_MODES:
         raise ValueError(f"mode must be one of {FUSION_MODES}, got {mode!r}")
+    if not isinstance(probs, Tensor) or not probs.is_floating_point():
+        raise ValueError(f"probs must be a floating-point torch.Tensor, got {type(probs).__name__}"
+                         f"{'' if not isinstance(probs, Tensor) else ' of ' + str(probs.dtype)}")
     _check_maps(probs, "probs")
     batch, num_classes = probs.shape[:2]
     labels = _check_labels(labels, batch, num_classes)
@@ -95,8 +104,13 @@ def fuse_log(logits: Tensor, labels: Tensor) -> Tensor:
     ``log_softmax(logits + log L)``: ``-inf`` where ``L = 0``, finite elsewhere,
     never NaN (also for logits of +-1e4 and in float16/bfloat16, which are
     computed in float32). The gradient w.r.t. logits of absent classes is 0.
+    NaN or infinite logits raise ``ValueError``, as NaN probabilities do in :func:`fuse`.
     """
     _check_maps(logits, "logits")
+    if not logits.is_floating_point():
+        raise ValueError(f"logits must be a floating-point tensor, got {logits.dtype}")
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError("logits contain NaN or infinite values")
     batch, num_classes = logits.shape[:2]
     labels = _check_labels(labels, batch, num_classes)
     weights = _with_empty_rows_filled(labels).to(logits.device)[:, :, None, None]
@@ -112,3 +126,20 @@ def masked_log_softmax(logits: Tensor, weights: Tensor) -> Tensor:
     present = weights > 0
     shifted = torch.where(present, logits + weights.log().to(logits.dtype), float("-inf"))
     return torch.log_softmax(shifted, dim=1)
+
+
+def fused_log_probs(logits: Tensor, labels: Tensor | None, mode: str = "dot") -> Tensor:
+    """``log P'`` for ``mode``: "dot" (Eq. 1), "add" (the paper's ``P + L`` ablation) or "logit_add"
+    (``log_softmax(z + LOGIT_ADD_BETA * L)``, addition in logit space); ``labels=None``: ``log_softmax(z)``."""
+    if mode not in LOG_FUSION_MODES:
+        raise ValueError(f"mode must be one of {LOG_FUSION_MODES}, got {mode!r}")
+    logits = logits.float()
+    if labels is None:
+        return torch.log_softmax(logits, dim=1)
+    if mode == "logit_add":
+        weights = _check_labels(labels, *logits.shape[:2]).to(logits.device, logits.dtype)
+        return torch.log_softmax(logits + LOGIT_ADD_BETA * weights[:, :, None, None], dim=1)
+    if mode == "add":
+        return fuse(torch.softmax(logits, dim=1), labels, mode="add").log()
+    return fuse_log(logits, labels)
+

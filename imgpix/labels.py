@@ -1,13 +1,25 @@
-"""Image-level labels: from masks, by threshold, and corrupted as in Cases 1-3."""
+"""Image-level labels: where they come from (LabelSource), from masks, by threshold, corrupted (Cases 1-3)."""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Iterable
 
 import torch
 from torch import Tensor
 
-IGNORE_INDEX = 255
+from .data.common import IGNORE_INDEX
+
+DEFAULT_TAU = 0.25
+SOURCE_KINDS = ("none", "oracle", "labeler", "noisy")
+
+
+def check_tau(tau) -> float:
+    """``tau`` as a float in [0, 1], else ValueError."""
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0.0 <= float(tau) <= 1.0:
+        raise ValueError(f"tau must be a number in [0, 1], got {tau!r}")
+    return float(tau)
 
 
 def from_masks(masks: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> Tensor:
@@ -29,9 +41,7 @@ def from_masks(masks: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX
 
 def threshold(scores: Tensor, tau: float) -> Tensor:
     """Binary labels ``scores >= tau`` for classifier scores in [0, 1]."""
-    if not 0.0 <= tau <= 1.0:
-        raise ValueError(f"tau must lie in [0, 1], got {tau}")
-    return scores >= tau
+    return scores >= check_tau(tau)
 
 
 def corrupt(
@@ -40,13 +50,17 @@ def corrupt(
     k: int | None = None,
     generator: torch.Generator | None = None,
     protected: Iterable[int] = (),
+    outlier_weights: Tensor | None = None,
 ) -> Tensor:
-    """Cases 1-3: keep ``min(k, n)`` of each row's n true classes, add ``min(m, N - n)`` outliers.
+    """Cases 1-3: keep ``min(k, n)`` of each row's n true classes, add ``min(m, available)`` outliers.
 
-    ``k=None`` keeps all true classes (Case 1), ``m=0`` adds none (Case 2);
-    both at once is Case 3. Classes in ``protected`` (e.g. background) that
-    are present are always kept and count toward k. Returns a new bool tensor;
-    the input is untouched. Deterministic for a seeded ``generator``.
+    ``k=None`` keeps all true classes (Case 1), ``m=0`` adds none (Case 2); both at
+    once is Case 3. Classes in ``protected`` (e.g. background) are outside the game:
+    kept when present, never added, and not counted by k or m. Outliers are drawn
+    without replacement among the absent unprotected classes, uniformly or with
+    probability proportional to ``outlier_weights`` ([N] or [B, N], >= 0; classes of
+    weight 0 are drawn last). Returns a new bool tensor; deterministic for a seeded
+    ``generator``.
     """
     if m < 0:
         raise ValueError(f"m must be >= 0, got {m}")
@@ -55,24 +69,115 @@ def corrupt(
     if labels.dim() != 2:
         raise ValueError(f"labels must have shape [B, N], got {tuple(labels.shape)}")
     source = labels.bool().cpu()
+    weights = _outlier_weights(outlier_weights, source.shape)
     protected_mask = torch.zeros(source.shape[1], dtype=torch.bool)
     protected_mask[list(protected)] = True
     noisy = torch.zeros_like(source)
     for row, present in enumerate(source):
-        noisy[row] = _corrupt_row(present, m, k, generator, protected_mask)
+        noisy[row] = _corrupt_row(present, m, k, generator, protected_mask, weights[row])
     return noisy.to(labels.device)
 
 
-def _corrupt_row(present: Tensor, m: int, k, generator, protected_mask: Tensor) -> Tensor:
+def _outlier_weights(weights: Tensor | None, shape: torch.Size) -> Tensor:
+    if weights is None:
+        return torch.ones(shape, dtype=torch.float64)
+    weights = torch.as_tensor(weights, dtype=torch.float64).cpu().expand(shape)
+    if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
+        raise ValueError("outlier_weights must be finite and >= 0")
+    return weights
+
+
+def _corrupt_row(present: Tensor, m: int, k, generator, protected: Tensor, weights: Tensor) -> Tensor:
     true_ids = present.nonzero().flatten()
-    keep_first = true_ids[protected_mask[true_ids]]
-    others = true_ids[~protected_mask[true_ids]]
+    others = true_ids[~protected[true_ids]]
     others = others[torch.randperm(len(others), generator=generator)]
-    n_keep = len(true_ids) if k is None else max(min(k, len(true_ids)), len(keep_first))
-    kept = torch.cat([keep_first, others])[:n_keep]
-    absent = (~present).nonzero().flatten()
-    added = absent[torch.randperm(len(absent), generator=generator)[:m]]
+    kept = torch.cat([true_ids[protected[true_ids]], others if k is None else others[:k]])
+    absent = (~present & ~protected).nonzero().flatten()
+    added = absent[_weighted_order(weights[absent], generator)[:m]]
     row = torch.zeros_like(present)
     row[kept] = True
     row[added] = True
     return row
+
+
+def _weighted_order(weights: Tensor, generator) -> Tensor:
+    """A random order of the candidates: successive draws without replacement, probability ~ weight."""
+    if len(weights) == 0:
+        return torch.zeros(0, dtype=torch.long)
+    if bool((weights == weights[0]).all()):
+        return torch.randperm(len(weights), generator=generator)
+    keys = torch.rand(len(weights), generator=generator, dtype=torch.float64).log() / weights  # Efraimidis-Spirakis
+    return torch.argsort(keys, descending=True)
+
+
+@dataclass(frozen=True)
+class LabelSource:
+    """Where an image's label vector comes from.
+
+    ``none`` (unfused), ``oracle`` (from the masks), ``labeler`` (the labeler's scores
+    thresholded at ``tau``), ``noisy`` (oracle labels corrupted by :func:`corrupt` with
+    ``m``, ``k``, ``protected``; its noise stream is seeded by ``seed``). ``protected``
+    classes (e.g. background) are always kept by ``labeler`` and ``noisy``.
+    """
+
+    kind: str = "oracle"
+    tau: float = DEFAULT_TAU
+    m: int = 0
+    k: int | None = None
+    seed: int = 0
+    protected: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if self.kind not in SOURCE_KINDS:
+            raise ValueError(f"label source must be one of {SOURCE_KINDS}, got {self.kind!r}")
+        check_tau(self.tau)
+        corrupt(torch.zeros(1, 1, dtype=torch.bool), self.m, self.k)  # the same checks of m and k
+        object.__setattr__(self, "protected", tuple(int(c) for c in self.protected))
+
+    @classmethod
+    def parse(cls, text: str, **defaults) -> "LabelSource":
+        """``none``, ``oracle``, ``labeler`` / ``labeler@0.3``, ``noisy:m=3,k=1`` (k=all keeps every class)."""
+        match = re.fullmatch(r"(none|oracle|labeler)(?:@([0-9.]+))?|noisy:m=(\d+),k=(\d+|all)", text.strip())
+        if match is None:
+            raise ValueError(f"label source {text!r} is not one of: none, oracle, labeler[@tau], noisy:m=M,k=K")
+        kind, tau, m, k = match.groups()
+        if kind is None:
+            return cls("noisy", m=int(m), k=None if k == "all" else int(k), **defaults)
+        if tau is not None:
+            defaults["tau"] = float(tau)
+        return cls(kind, **defaults)
+
+    @property
+    def fused(self) -> bool:
+        return self.kind != "none"
+
+    @property
+    def name(self) -> str:
+        """Short display name, e.g. ``unfused``, ``oracle``, ``labeler@0.25``, ``noisy(m=3,k=1)``."""
+        if self.kind == "labeler":
+            return f"labeler@{self.tau:g}"
+        if self.kind == "noisy":
+            return f"noisy(m={self.m},k={'all' if self.k is None else self.k})"
+        return "unfused" if self.kind == "none" else "oracle"
+
+    def generator(self) -> torch.Generator | None:
+        """A fresh noise stream for this source (None when it draws no noise)."""
+        return torch.Generator().manual_seed(self.seed) if self.kind == "noisy" else None
+
+    def resolve(self, num_classes: int, masks: Tensor | None = None, scores: Tensor | None = None,
+                generator: torch.Generator | None = None, outlier_weights: Tensor | None = None) -> Tensor | None:
+        """The [B, N] bool labels to fuse, or None for the unfused prediction."""
+        if self.kind == "none":
+            return None
+        if self.kind == "labeler":
+            if scores is None:
+                raise ValueError("label source 'labeler' needs labeler scores: the model has no labeler")
+            labels = threshold(scores, self.tau)
+            labels[:, list(self.protected)] = True  # e.g. background: not an image-level class, always kept
+            return labels
+        if masks is None:
+            raise ValueError(f"label source {self.name!r} needs the ground-truth masks")
+        oracle = from_masks(masks, num_classes)
+        if self.kind == "oracle":
+            return oracle
+        return corrupt(oracle, self.m, self.k, generator, self.protected, outlier_weights)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .labels import IGNORE_INDEX
+from .data.common import IGNORE_INDEX
 
 # A pixel whose true class was excluded by the image labels has log P' = -inf.
 # Its loss is clamped to this constant: it stays finite and, as Eq. 12 says,

@@ -13,7 +13,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .labels import IGNORE_INDEX
+from . import distributed
+from .data.common import IGNORE_INDEX
+
+METRIC_NAMES = ("PA", "MPA", "FWAA", "MIOU")
 
 
 def confusion_matrix(
@@ -56,3 +59,48 @@ def scores(cm) -> dict:
         "MIOU": float(np.nanmean(iou)),
         "IoU": iou,
     }
+
+
+class ConfusionMatrix:
+    """Accumulates :func:`confusion_matrix` over batches (and processes); ``compute`` gives :func:`scores`."""
+
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX, device="cpu"):
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+
+    def update(self, pred: Tensor, target: Tensor) -> "ConfusionMatrix":
+        """Add the pixels of predicted class ids ``pred`` against ``target`` (same shape)."""
+        self.matrix += confusion_matrix(pred, target, self.num_classes, self.ignore_index).to(self.matrix.device)
+        return self
+
+    def merge(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
+        if other.num_classes != self.num_classes:
+            raise ValueError(f"cannot merge {other.num_classes}-class counts into {self.num_classes}-class ones")
+        self.matrix += other.matrix.to(self.matrix.device)
+        return self
+
+    def all_reduce(self) -> "ConfusionMatrix":
+        """Sum the counts of every process of a distributed run (no-op in a single process)."""
+        self.matrix = distributed.all_reduce_sum(self.matrix)
+        return self
+
+    def compute(self) -> dict:
+        return scores(self.matrix)
+
+
+def labeler_scores(scores: Tensor, present: Tensor, tau: float, classes=None) -> dict:
+    """Image labeler quality: ``mAP`` (mean over ``classes`` with a positive image of the average
+    precision of ``scores`` [B,N] against ``present`` [B,N]), and micro ``precision`` / ``recall``
+    of ``scores >= tau`` over those classes (all classes when ``classes`` is None)."""
+    from torchmetrics.functional.classification import binary_average_precision
+
+    classes = list(range(scores.shape[1])) if classes is None else list(classes)
+    scores, present = scores[:, classes].float(), present[:, classes].long()
+    aps = [float(binary_average_precision(scores[:, c], present[:, c])) for c in range(len(classes))
+           if bool(present[:, c].any())]
+    predicted = scores >= tau
+    hits = int((predicted & present.bool()).sum())
+    return {"mAP": float(np.mean(aps)) if aps else float("nan"), "tau": float(tau),
+            "precision": hits / max(int(predicted.sum()), 1), "recall": hits / max(int(present.sum()), 1),
+            "classes": len(aps)}
+

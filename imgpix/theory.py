@@ -14,7 +14,7 @@ import numpy as np
 
 def _ints(name: str, value) -> np.ndarray:
     array = np.asarray(value)
-    if array.dtype.kind not in "iu" and not np.all(np.mod(array, 1) == 0):
+    if array.dtype.kind not in "iuf" or (array.dtype.kind == "f" and not np.all(np.mod(array, 1) == 0)):
         raise ValueError(f"{name} must be an integer, got {value!r}")
     return array.astype(np.int64)
 

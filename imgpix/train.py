@@ -15,8 +15,8 @@ step 3 adds the adversarial loss of the segmentation net.
 from __future__ import annotations
 
 import csv
-import json
-import os
+import io
+import math
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
@@ -30,19 +30,21 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import distributed as dist
-from .data import NUM_CLASSES, build_dataset
-from .labels import IGNORE_INDEX, from_masks
+from .data import IGNORE_INDEX, NUM_CLASSES, build_dataset
+from .evaluate import Evaluator
+from .files import save_atomic, write_atomic, write_json
+from .labels import DEFAULT_TAU, LabelSource, check_tau, from_masks
 from .losses import adversarial_loss, reconstruction_loss, segmentation_loss
-from .metrics import confusion_matrix, scores
+from .metrics import METRIC_NAMES
 from .models import Discriminator, Generator, build_labeler, build_segmenter
-from .models.fused import ImgPixNet
+from .models.fused import FUSIONS, ImgPixNet
 
 PROCEDURES = ("3step", "joint")
-LABEL_SOURCES = ("none", "oracle", "labeler")
-METRIC_NAMES = ("PA", "MPA", "FWAA", "MIOU")
+MODELS = ("tiny", "fcn32s", "fcn16s", "fcn8s")
+LABELERS = ("tiny", "vgg16", "resnet18")
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "metrics.csv"
-RUNTIME_ONLY = ("epochs", "workers", "compile", "channels_last")  # may change between a run and its resume
+RUNTIME_ONLY = ("epochs", "workers", "compile", "channels_last", "progress")  # may change between a run and its resume
 
 
 @dataclass
@@ -59,7 +61,7 @@ class TrainConfig:
     discriminator: bool = False
     procedure: str = "3step"
     train_labels: str = "oracle"
-    tau: float = 0.25
+    tau: float = DEFAULT_TAU
     epochs: int = 8
     batch_size: int = 16
     lr: float = 0.05
@@ -70,6 +72,11 @@ class TrainConfig:
     num_train: int | None = None
     num_val: int | None = None
     image_size: int = 64
+    scene_preset: str = "legacy"
+    ambiguity: float = 1.0
+    family_size: int = 4
+    co_occurrence: bool = False
+    fixed_train: bool = False
     crop_size: int = 320
     seed: int = 0
     device: str = "cpu"
@@ -77,18 +84,39 @@ class TrainConfig:
     amp: bool = False
     channels_last: bool = False
     compile: bool = False
+    progress: bool = True
 
     def __post_init__(self):
         if self.procedure not in PROCEDURES:
             raise ValueError(f"procedure must be one of {PROCEDURES}, got {self.procedure!r}")
-        if self.train_labels not in ("oracle", "none"):
-            raise ValueError(f"train_labels must be 'oracle' or 'none', got {self.train_labels!r}")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        check_tau(self.tau)
+        if self.fusion is None and self.train_source.fused:
+            raise ValueError(f"fusion none trains without labels: train_labels must be 'none', got {self.train_labels!r}")
+        if self.train_source.kind == "labeler" and self.labeler is None:
+            raise ValueError("train_labels 'labeler' needs a labeler")
         if self.generator and self.discriminator:
             raise ValueError("choose the generator or the discriminator, not both")
         if self.discriminator and self.procedure == "joint":
             raise ValueError("the discriminator learns in step 2 only: use procedure '3step' with it")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
+        for name in ("lr", "momentum", "weight_decay", "aux_lr", "aux_weight"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0 or (name.endswith("lr") and value == 0):
+                raise ValueError(f"{name} must be a finite number {'> 0' if name.endswith('lr') else '>= 0'}, "
+                                 f"got {value}")
+
+    @property
+    def train_source(self) -> LabelSource:
+        """The labels fused during training (``train_labels`` parsed; labeler sources use ``tau``)."""
+        return LabelSource.parse(self.train_labels, tau=self.tau, seed=self.seed)
+
+    @property
+    def eval_source(self) -> LabelSource:
+        """The labels of the per-epoch validation score: oracle for a fused model, none otherwise."""
+        return LabelSource("oracle" if self.fusion else "none")
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -101,25 +129,36 @@ def build_model(cfg: TrainConfig) -> ImgPixNet:
     labeler = build_labeler(cfg.labeler, NUM_CLASSES) if cfg.labeler else None
     generator = Generator(NUM_CLASSES) if cfg.generator else None
     discriminator = Discriminator(NUM_CLASSES) if cfg.discriminator else None
-    return ImgPixNet(seg, labeler, generator, fusion=cfg.fusion, tau=cfg.tau, discriminator=discriminator)
+    return ImgPixNet(seg, labeler, generator, fusion=cfg.fusion, discriminator=discriminator)
 
 
-def dataset_kwargs(cfg: TrainConfig, split: str) -> dict:
+def dataset_kwargs(cfg: TrainConfig, split: str, epoch: int | None = None) -> dict:
+    """Constructor arguments of ``cfg``'s dataset for ``split``. Synthetic training images are drawn
+    afresh each ``epoch`` from ``(seed, epoch, index)`` unless ``cfg.fixed_train``; val is one fixed set."""
     if cfg.data == "synthetic":
         count = cfg.num_train if split == "train" else cfg.num_val
-        return {"size": cfg.image_size, **({"num_images": count} if count else {})}
+        scenes = {"size": cfg.image_size, "preset": cfg.scene_preset, "ambiguity": cfg.ambiguity,
+                  "family_size": cfg.family_size, "co_occurrence": cfg.co_occurrence}
+        if split == "train":
+            scenes.update(seed=cfg.seed, epoch=None if cfg.fixed_train or epoch is None else epoch)
+        return {**scenes, **({"num_images": count} if count else {})}
     crop = cfg.crop_size if split != "val" else None
     return {"root": cfg.root, "crop_size": crop, "augment": split != "val"}
 
 
-def build_loader(cfg: TrainConfig, split: str, shuffle: bool, epoch_seed: int = 0) -> DataLoader:
+def build_loader(cfg: TrainConfig, split: str, shuffle: bool, epoch: int = 0) -> DataLoader:
+    """A DataLoader of ``split``; ``epoch`` seeds the shuffle (and the fresh synthetic images)."""
     dataset = build_dataset(cfg.data, "trainaug" if cfg.data == "voc" and split == "train" else split,
-                            **dataset_kwargs(cfg, split))
+                            **dataset_kwargs(cfg, split, epoch))
     batch = 1 if cfg.data == "voc" and split == "val" else cfg.batch_size
-    sampler = dist.sampler(dataset, shuffle=shuffle, seed=cfg.seed + epoch_seed)
-    generator = torch.Generator().manual_seed(cfg.seed + epoch_seed)
+    sampler = dist.sampler(dataset, shuffle=shuffle, seed=cfg.seed + epoch)
+    generator = torch.Generator().manual_seed(cfg.seed + epoch)
     return DataLoader(dataset, batch_size=batch, shuffle=shuffle and sampler is None, sampler=sampler,
                       generator=generator, num_workers=cfg.workers, drop_last=shuffle)
+
+
+class DivergedError(ValueError):
+    """A training loss became NaN or infinite."""
 
 
 class Trainer:
@@ -146,6 +185,7 @@ class Trainer:
         self.labeler_opt = (torch.optim.Adam(self.model.labeler.parameters(), lr=cfg.aux_lr, fused=True)
                             if self.model.labeler is not None else None)
         self.epoch = 0
+        self.label_stream = cfg.train_source.generator()
 
     def autocast(self):
         if self.cfg.amp and self.device.type == "cuda":
@@ -155,6 +195,9 @@ class Trainer:
     def fused(self, image: Tensor, labels: Tensor | None) -> Tensor:
         with self.autocast():
             logits = self.seg(image)
+        if not bool(torch.isfinite(logits).all()):
+            raise DivergedError(f"training diverged: non-finite logits in epoch {self.epoch + 1}; the last "
+                                f"checkpoint (epoch {self.epoch}) is kept; try a smaller --lr")
         return self.model.fuse_logits(logits, labels)
 
     def aux_step_loss(self, log_probs: Tensor, image: Tensor, mask: Tensor) -> Tensor:
@@ -173,7 +216,9 @@ class Trainer:
 
     def iteration(self, image: Tensor, mask: Tensor) -> dict[str, float]:
         """One training iteration of ``cfg.procedure`` on a batch; returns the losses."""
-        labels = from_masks(mask, NUM_CLASSES) if self.model.fusion and self.cfg.train_labels == "oracle" else None
+        source = self.cfg.train_source
+        scores = self.model.label_scores(image) if source.kind == "labeler" else None
+        labels = source.resolve(self.model.num_classes, mask, scores, self.label_stream)
         losses = {}
         if self.aux is None or self.cfg.procedure == "3step":
             seg_loss = segmentation_loss(self.fused(image, labels), mask)
@@ -196,7 +241,7 @@ class Trainer:
 
     def labeler_iteration(self, image: Tensor, mask: Tensor) -> float:
         """BCE step of the image labeler on labels from the masks (it stays frozen for L_seg)."""
-        target = from_masks(mask, NUM_CLASSES).float()
+        target = from_masks(mask, self.model.num_classes).float()
         loss = F.binary_cross_entropy_with_logits(self.labeler_ddp(image), target)
         step(loss, self.labeler_opt)
         return loss.item()
@@ -205,12 +250,17 @@ class Trainer:
         self.model.train()
         totals: dict[str, float] = {}
         bar = tqdm(loader, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", leave=False,
-                   disable=not dist.is_main())
+                   disable=not (dist.is_main() and self.cfg.progress))
         for count, (image, mask) in enumerate(bar, start=1):
             image, mask = self.to_device(image, mask)
             losses = self.iteration(image, mask)
             if self.labeler_opt is not None:
                 losses["labeler"] = self.labeler_iteration(image, mask)
+            bad = [name for name, value in losses.items() if not math.isfinite(value)]
+            if bad:
+                raise DivergedError(f"training diverged: non-finite {', '.join(bad)} loss in epoch {self.epoch + 1}, "
+                                    f"iteration {count}; the last checkpoint (epoch {self.epoch}) is kept; "
+                                    "try a smaller --lr")
             for name, value in losses.items():
                 totals[name] = totals.get(name, 0.0) + value
             bar.set_postfix({name: f"{value / count:.3f}" for name, value in totals.items()})
@@ -252,57 +302,33 @@ def one_hot(mask: Tensor, num_classes: int) -> Tensor:
     return hot * valid[:, None]
 
 
-LabelFn = Callable[[Tensor, Tensor], "Tensor | str | None"]
-
-
-def label_fn(source: str) -> LabelFn:
-    """Labels for ``ImgPixNet.forward`` from a source name: none / oracle / labeler."""
-    if source not in LABEL_SOURCES:
-        raise ValueError(f"label source must be one of {LABEL_SOURCES}, got {source!r}")
-    if source == "oracle":
-        return lambda image, mask: from_masks(mask, NUM_CLASSES)
-    return lambda image, mask: "none" if source == "none" else None
-
-
-@torch.no_grad()
-def confusion(model: ImgPixNet, loader: DataLoader, labels: LabelFn, device="cpu", progress=False) -> Tensor:
-    """One confusion matrix accumulated over the whole split (summed over ranks)."""
-    model.eval()
-    cm = torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.int64, device=device)
-    for image, mask in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
-        image, mask = image.to(device), mask.to(device)
-        out = model(image, labels(image, mask))
-        cm += confusion_matrix(out.log_probs.argmax(1), mask, NUM_CLASSES)
-    return dist.all_reduce_sum(cm).cpu()
-
-
-def evaluate(model: ImgPixNet, loader: DataLoader, source: str | LabelFn = "labeler", device="cpu",
-             progress=False) -> dict:
+def evaluate(model: ImgPixNet, loader: DataLoader, source: LabelSource, device="cpu", progress=False) -> dict:
     """PA, MPA, FWAA, MIOU (fractions) of ``model`` on ``loader`` with labels from ``source``."""
-    labels = label_fn(source) if isinstance(source, str) else source
-    return scores(confusion(model, loader, labels, device, progress))
-
-
-def save_atomic(obj, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a crash never leaves a torn file."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        torch.save(obj, tmp)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
+    return Evaluator(model, loader, device, progress).run([source])[source.name].scores
 
 
 def load_checkpoint(path: str | Path, device="cpu") -> tuple[ImgPixNet, TrainConfig, dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    state = torch.load(path, map_location=device, weights_only=False)
+    """The model, its TrainConfig and the raw state of an imgpix checkpoint (ValueError if unreadable)."""
+    state = read_checkpoint(path, device)
     cfg = TrainConfig.from_dict(state["config"])
     model = build_model(cfg)
     model.load_state_dict(state["model"])
     return model.to(device), cfg, state
+
+
+def read_checkpoint(path: str | Path, device="cpu") -> dict:
+    """The saved state dict of ``path``; FileNotFoundError / ValueError naming the file when it is unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except Exception as error:  # torch raises RuntimeError, EOFError, UnpicklingError, ValueError, ...
+        raise ValueError(f"{path} is not a readable imgpix checkpoint (empty, truncated or another file?): "
+                         f"{type(error).__name__}: {error}") from None
+    if not isinstance(state, dict) or not {"config", "model", "epoch"} <= set(state):
+        raise ValueError(f"{path} is not an imgpix checkpoint (no config/model/epoch entries)")
+    return state
 
 
 def append_history(path: Path, row: dict) -> None:
@@ -324,12 +350,11 @@ def truncate_history(path: Path, last_epoch: int) -> None:
     keep = [row for row in rows if int(row["epoch"]) <= last_epoch]
     if len(keep) == len(rows):
         return
-    tmp = path.with_name(path.name + ".tmp")  # rewrite atomically: a kill here leaves the old file
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=reader.fieldnames)
-        writer.writeheader()
-        writer.writerows(keep)
-    os.replace(tmp, path)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=reader.fieldnames)
+    writer.writeheader()
+    writer.writerows(keep)
+    write_atomic(path, buffer.getvalue())
 
 
 def resume_or_start(trainer: Trainer, out: Path) -> None:
@@ -339,7 +364,7 @@ def resume_or_start(trainer: Trainer, out: Path) -> None:
         if dist.is_main():  # rows of an epoch killed before its first checkpoint
             truncate_history(out / HISTORY, 0)
         return
-    state = torch.load(ckpt, map_location=trainer.device, weights_only=False)
+    state = read_checkpoint(ckpt, trainer.device)
     # torchrun gives rank r the device cuda:r: compare the device type, not the index
     saved = {k: torch.device(v).type if k == "device" else v
              for k, v in state["config"].items() if k not in RUNTIME_ONLY}
@@ -357,28 +382,32 @@ def resume_or_start(trainer: Trainer, out: Path) -> None:
 def train(cfg: TrainConfig, out: str | Path, log: Callable[[str], None] = print) -> Trainer:
     """Train for ``cfg.epochs`` epochs, evaluating on val after each; resumable from ``out``."""
     out = Path(out)
+    val_loader = build_loader(cfg, "val", shuffle=False)  # bad data fails here, before ``out`` is touched
+    trainer = Trainer(cfg)
     if dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(cfg)
     resume_or_start(trainer, out)
+    if trainer.epoch >= cfg.epochs:
+        log(f"{out} already holds all {trainer.epoch} epochs of this run: nothing to train")
+        return trainer
     if dist.is_main():
-        tmp = out / "config.json.tmp"
-        tmp.write_text(json.dumps(asdict(cfg), indent=2))
-        os.replace(tmp, out / "config.json")
-    val_loader = build_loader(cfg, "val", shuffle=False)
-    source = "oracle" if cfg.fusion and cfg.train_labels == "oracle" else "none"
+        write_json(out / "config.json", asdict(cfg))
     while trainer.epoch < cfg.epochs:
         start = time.perf_counter()
         torch.manual_seed(cfg.seed + 1000 * (trainer.epoch + 1))
-        losses = trainer.train_epoch(build_loader(cfg, "train", shuffle=True, epoch_seed=trainer.epoch + 1))
+        losses = trainer.train_epoch(build_loader(cfg, "train", shuffle=True, epoch=trainer.epoch + 1))
         losses = dist.mean_over_ranks(losses, trainer.device)
         dist.broadcast_buffers(trainer.model)  # every rank evaluates the BN statistics rank 0 saves
-        result = evaluate(trainer.model, val_loader, source, trainer.device)
+        result = evaluate(trainer.model, val_loader, cfg.eval_source, trainer.device)
         trainer.epoch += 1
-        row = {"epoch": trainer.epoch, **losses, **{k: round(result[k], 6) for k in METRIC_NAMES},
+        row = {"epoch": trainer.epoch, **losses, **{k: round(100 * result[k], 4) for k in METRIC_NAMES},
                "seconds": round(time.perf_counter() - start, 2)}
         if dist.is_main():  # history first: a kill in between leaves a row the resume truncates
             append_history(out / HISTORY, row)
             save_atomic(trainer.state(), out / CHECKPOINT)
-            log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+            log(f"epoch {trainer.epoch}/{cfg.epochs}: " + " ".join(
+                f"{k}={v:.4f}" if k.startswith("loss") else f"{k}={v:.2f}%" if k in METRIC_NAMES else f"{k}={v}"
+                for k, v in row.items() if k != "epoch") + f" ({cfg.eval_source.name} labels)")
+    if dist.is_main():
+        log(f"wrote {out / CHECKPOINT} and {out / HISTORY}")
     return trainer

@@ -22,6 +22,7 @@ from imgpix.data import (
     denormalize,
     normalize,
 )
+from imgpix.data.check import BadFilesError, check_dataset
 from imgpix.data.synthetic import family_of, shape_of
 from voc_tree import build_voc_tree
 
@@ -54,7 +55,7 @@ def test_denormalize_inverts_normalize():
 def test_build_dataset_names(tmp_path):
     ds = build_dataset("synthetic", "val", num_images=3, size=32)
     assert isinstance(ds, SyntheticScenes) and len(ds) == 3 and ds.split == "val"
-    with pytest.raises(ValueError, match="synthetic.*voc"):
+    with pytest.raises(ValueError, match="synthetic.*voc.*folder"):
         build_dataset("cityscapes", "train")
     with pytest.raises(ValueError, match="root"):
         build_dataset("voc", "train")
@@ -267,8 +268,11 @@ def test_voc_malformed_root(tmp_path):
         VOCSegmentation(tmp_path, "trainaug")
     missing = tree["val"][1]
     (tmp_path / "VOCdevkit/VOC2012/JPEGImages" / f"{missing}.jpg").unlink()
-    with pytest.raises(FileNotFoundError, match=missing):
-        VOCSegmentation(tmp_path, "val")
+    ds = VOCSegmentation(tmp_path, "val")  # listed files are checked by check_dataset, or when read
+    with pytest.raises(BadFilesError, match=f"{missing}.jpg: file not found"):
+        check_dataset(ds, workers=1)
+    with pytest.raises(ValueError, match=f"{missing}.jpg: file not found"):
+        ds[1]
 
 
 def test_voc_unknown_split(tree):

@@ -1,96 +1,144 @@
 """SyntheticScenes: a procedurally generated stand-in for PASCAL VOC.
 
-Design goal: *pixel appearance alone is ambiguous between some classes, while
-image-level presence resolves the ambiguity*, so that fusing a segmentation
-net's per-pixel probabilities P with image-level labels L (``P * L``,
-renormalised) measurably helps -- the effect the IJCAI-18 paper studies.
+Design goal: *pixel appearance alone can be made ambiguous between classes,
+while image-level presence resolves the ambiguity*, so that fusing a
+segmentation net's per-pixel probabilities P with image-level labels L
+(``P * L``, renormalised) helps by a controlled amount -- the effect the
+IJCAI-18 paper studies.
 
-Layout (``num_classes = 21``: background 0 + 20 object classes):
+Layout (``num_classes = 21``: background 0 + K = 20 object classes):
 
-* **Families.** Object classes ``1..20`` form 5 families of 4 consecutive ids
-  (``class_families()`` -> ``[[1,2,3,4], [5,6,7,8], ...]``). A family fixes the
-  *local* appearance: a hue (families are evenly spaced on the colour wheel)
-  and a stripe texture (family-specific orientation and period). Every class of
-  a family draws its colour jitter, saturation, brightness, stripe phase and
-  noise from exactly the same distribution, so the interior of a class-1 object
-  is statistically identical to the interior of a class-2/3/4 object.
-* **Members differ by a global cue: shape.** Within a family, member ``j``
-  (``(c - 1) % 4``) is drawn as a disc, a (rotated) square, a (rotated)
-  triangle or a ring, large (diameter ~20-40 px at ``size=64``, i.e. 31-62 %
-  of the image side). A whole-image classifier sees the whole outline; a
-  segmentation net with a ~30 px receptive field sees mostly texture, and only
-  near edges some curvature.
-* **Scenes.** Each image holds 1-3 object classes (probabilities 0.4/0.35/0.25),
-  from *distinct* families (at most one class per family), one instance each,
-  over a textured low-saturation background (class 0: tinted grey with
-  low-frequency blotches), plus Gaussian pixel noise. Objects may overlap, but
-  each keeps >= 40 % of its area visible and off the ignore border (layouts
-  are re-drawn otherwise), so every sampled class is present in the mask. Hence knowing which classes are
-  present (L) tells, for every family, which member it is: P*L collapses the
-  4-way within-family ambiguity.
+* **Own appearance.** Object class ``c`` (``k = c - 1``) has its own local
+  appearance: hue ``k / K``, stripes at angle ``pi k / K + pi (k mod 4) / 4``
+  with period ``4 + 1.5 (floor(k / 4) mod 3)`` px (at ``size=64``, scaled with
+  ``size``). Classes with adjacent hues differ in stripe angle, so all K
+  appearances are distinct.
+* **Families** (``family_size``, default 4). Object classes form families of
+  ``family_size`` consecutive ids (``class_families``). A family shares the
+  appearance of its first member; ``ambiguity`` in [0, 1] mixes each member's
+  own appearance back in, parameter by parameter:
+  ``p_c = p_first + (1 - ambiguity) (p_own(c) - p_first)``.
+  ``ambiguity=1`` (default): the members of a family are locally identical;
+  ``ambiguity=0`` or ``family_size=1``: every class looks like itself.
+  Per-image jitter (hue, saturation, brightness, stripe phase, contrast,
+  noise) follows the same law for every class.
+* **Members differ by a global cue: shape.** Class ``c`` is drawn as a disc,
+  a (rotated) square, a (rotated) triangle or a ring (``(c - 1) % 4``), so a
+  whole-image classifier can tell members apart from their outline.
+* **Scenes** (``preset``). The number of object classes in an image follows
+  the preset's law ``counts`` (P(1), P(2), ...), one instance each, with
+  radii drawn uniformly in the preset's ``radius`` range (fractions of the
+  side). ``legacy`` (default): 1-3 classes, large objects. ``voc``: the
+  objects-per-image law of PASCAL VOC 2012 val and radii chosen so that
+  object pixels take VOC's share of labelled pixels (``validation/README.md``
+  compares the generated statistics with VOC's).
+  Without ``co_occurrence`` (default) the classes of an image come from
+  *distinct* families (at most one member per family; the count is capped at
+  the number of families), so knowing the present classes (L) tells for every
+  family which member it is. With ``co_occurrence`` they are drawn uniformly
+  from all object classes, so two members of a family can share an image and
+  exact labels leave their pixels ambiguous.
+  Background (class 0: tinted grey with low-frequency blotches) fills the
+  rest; Gaussian pixel noise on top. Objects may overlap, but each keeps
+  >= 40 % of its area visible and off the ignore border (layouts are re-drawn
+  otherwise; after 30 failed draws the most visible layout is kept).
 * **Ignore border.** Like VOC, object pixels within ``ignore_border`` px of a
   different label are set to 255 (``ignore_border=0`` disables it).
 
-Determinism: item ``i`` is generated from ``numpy.random.default_rng`` seeded
-with ``(seed, crc32(split), i)``, so it is identical across dataset instances,
-processes and DataLoader workers; no disk access, a few ms per 64x64 image.
-Images are float32 ``[3, H, W]`` normalised with ImageNet ``MEAN``/``STD``,
-masks int64 ``[H, W]`` with ids ``0..num_classes-1`` and 255 = ignore.
-
-Measured ambiguity (512 train / 128 val images): a per-pixel Gaussian
-classifier on colour + 7x7 texture statistics labels object pixels with
-accuracy 0.31 (chance within a family: 0.25), and 0.999 once restricted to the
-image's true classes. The oracle gain on the tiny FCN
-(``validation/ablation.py``): MIOU 22.6 unfused vs 99.4 with oracle labels.
+Determinism and fresh samples: with ``epoch=None`` (a fixed set) item ``i``
+is generated from ``numpy.random.default_rng`` seeded with
+``(seed, crc32(split), i)``; with ``epoch=e`` (train split only) from
+``(seed, crc32(split), 1, e, i)``, so every epoch draws new images while any
+item stays reproducible across instances, processes and DataLoader workers.
+No disk access, a few ms per 64x64 image; ``mask(i)`` computes only the label
+map. Images are float32 ``[3, H, W]`` normalised with ImageNet
+``MEAN``/``STD``, masks int64 ``[H, W]`` with ids ``0..num_classes-1`` and
+255 = ignore.
 """
 
 from __future__ import annotations
 
 import colorsys
+import math
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..labels import IGNORE_INDEX
-from . import MEAN, STD
+from .common import IGNORE_INDEX, normalize
 
 FAMILY_SIZE = 4
 SHAPES = ("disc", "square", "triangle", "ring")
 DEFAULT_NUM_IMAGES = {"train": 512, "val": 128, "test": 128}
-_MEAN = np.array(MEAN, dtype=np.float32)
-_STD = np.array(STD, dtype=np.float32)
 _MIN_VISIBLE = 0.4
+_LAYOUT_TRIES = 30
+_FRESH = 1  # rng key tag of epoch-dependent items (keeps their keys apart from fixed ones)
 
 
-def class_families(num_classes: int = 21) -> list[list[int]]:
-    """Object classes grouped into families of 4 consecutive ids (the last may be smaller)."""
+@dataclass(frozen=True)
+class Preset:
+    """Per-image label statistics: ``counts[j]`` = P(j + 1 object classes); radii as fractions of the side."""
+
+    counts: tuple[float, ...]
+    radius: tuple[float, float]
+
+
+PRESETS = {
+    "legacy": Preset(counts=(0.40, 0.35, 0.25), radius=(0.155, 0.31)),
+    # counts: objects per image in the PASCAL VOC 2012 val label maps (1,449 images)
+    "voc": Preset(counts=(0.640, 0.258, 0.084, 0.016, 0.002), radius=(0.195, 0.39)),
+}
+
+
+def class_families(num_classes: int = 21, family_size: int = FAMILY_SIZE) -> list[list[int]]:
+    """Object classes grouped into families of ``family_size`` consecutive ids (the last may be smaller)."""
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2 (background + objects), got {num_classes}")
+    if family_size < 1:
+        raise ValueError(f"family_size must be >= 1, got {family_size}")
     ids = list(range(1, num_classes))
-    return [ids[i : i + FAMILY_SIZE] for i in range(0, len(ids), FAMILY_SIZE)]
+    return [ids[i : i + family_size] for i in range(0, len(ids), family_size)]
 
 
-def family_of(class_id: int) -> int:
+def family_of(class_id: int, family_size: int = FAMILY_SIZE) -> int:
     """Family index of an object class id (>= 1)."""
-    return (class_id - 1) // FAMILY_SIZE
+    return (class_id - 1) // family_size
 
 
 def shape_of(class_id: int) -> str:
     """Shape drawn for an object class id (>= 1)."""
-    return SHAPES[(class_id - 1) % FAMILY_SIZE]
+    return SHAPES[(class_id - 1) % len(SHAPES)]
 
 
-def class_names(num_classes: int = 21) -> list[str]:
-    """Readable names, e.g. ``'f0-disc'``; ``'background'`` first."""
-    return ["background"] + [f"f{family_of(c)}-{shape_of(c)}" for c in range(1, num_classes)]
+def class_names(num_classes: int = 21, family_size: int = FAMILY_SIZE) -> list[str]:
+    """Readable names, e.g. ``'f0-disc'`` (family and shape); ``'background'`` first."""
+    return ["background"] + [f"f{family_of(c, family_size)}-{shape_of(c)}" for c in range(1, num_classes)]
+
+
+def own_appearance(class_id: int, num_classes: int = 21) -> np.ndarray:
+    """``[hue, stripe angle, stripe period at size 64]`` of an object class before any sharing."""
+    k, n_obj = class_id - 1, num_classes - 1
+    return np.array([k / n_obj, math.pi * k / n_obj + math.pi * (k % 4) / 4, 4.0 + 1.5 * ((k // 4) % 3)])
+
+
+def appearance_table(num_classes: int = 21, family_size: int = FAMILY_SIZE,
+                     ambiguity: float = 1.0) -> np.ndarray:
+    """Rows ``p_c = p_first + (1 - ambiguity) (p_own(c) - p_first)`` for c = 0..N-1 (row 0 unused)."""
+    table = np.zeros((num_classes, 3))
+    for family in class_families(num_classes, family_size):
+        first = own_appearance(family[0], num_classes)
+        for c in family:
+            table[c] = first + (1.0 - ambiguity) * (own_appearance(c, num_classes) - first)
+    return table
 
 
 class SyntheticScenes(Dataset):
     """Procedural scenes where image-level labels disambiguate pixels (see module doc).
 
     ``dataset[i] -> (image float32 [3,size,size] normalised, mask int64 [size,size])``.
+    ``epoch=None`` gives a fixed set; ``epoch=e`` the train split's images of epoch ``e``.
     """
 
     def __init__(
@@ -102,6 +150,11 @@ class SyntheticScenes(Dataset):
         num_classes: int = 21,
         ignore_border: int = 1,
         noise_std: float = 0.04,
+        preset: str = "legacy",
+        ambiguity: float = 1.0,
+        family_size: int = FAMILY_SIZE,
+        co_occurrence: bool = False,
+        epoch: int | None = None,
     ) -> None:
         if not isinstance(split, str) or not split:
             raise ValueError(f"split must be a non-empty string, got {split!r}")
@@ -113,7 +166,14 @@ class SyntheticScenes(Dataset):
             raise ValueError(f"size must be >= 16, got {size}")
         if ignore_border < 0:
             raise ValueError(f"ignore_border must be >= 0, got {ignore_border}")
-        self.families = class_families(num_classes)
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; valid names: {', '.join(PRESETS)}")
+        if not 0.0 <= ambiguity <= 1.0:  # also rejects NaN
+            raise ValueError(f"ambiguity must lie in [0, 1], got {ambiguity}")
+        if epoch is not None and (split != "train" or epoch < 0):
+            raise ValueError(f"epoch must be None or >= 0, and only the train split has epochs "
+                             f"(got epoch={epoch!r}, split={split!r})")
+        self.families = class_families(num_classes, family_size)
         self.split = split
         self.num_images = int(num_images)
         self.size = int(size)
@@ -121,63 +181,86 @@ class SyntheticScenes(Dataset):
         self.num_classes = int(num_classes)
         self.ignore_border = int(ignore_border)
         self.noise_std = float(noise_std)
-        self.class_names = class_names(num_classes)
+        self.preset = PRESETS[preset]
+        self.ambiguity = float(ambiguity)
+        self.family_size = int(family_size)
+        self.co_occurrence = bool(co_occurrence)
+        self.epoch = None if epoch is None else int(epoch)
+        self.appearance = appearance_table(num_classes, family_size, ambiguity)
         self._split_code = zlib.crc32(split.encode("utf-8"))
 
     def __len__(self) -> int:
         return self.num_images
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rgb, mask = self.render(self._check_index(index))
+        return normalize(torch.from_numpy(rgb)), torch.from_numpy(mask)
+
+    def _check_index(self, index: int) -> int:
         if index < 0:
             index += self.num_images
         if not 0 <= index < self.num_images:
             raise IndexError(f"index {index} out of range for {self.num_images} images")
-        rgb, mask = self.render(index)
-        image = (rgb - _MEAN[:, None, None]) / _STD[:, None, None]
-        return torch.from_numpy(image), torch.from_numpy(mask)
+        return int(index)
 
     def rng(self, index: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, self._split_code, int(index)])
+        if self.epoch is None:
+            return np.random.default_rng([self.seed, self._split_code, int(index)])
+        return np.random.default_rng([self.seed, self._split_code, _FRESH, self.epoch, int(index)])
+
+    def mask(self, index: int) -> np.ndarray:
+        """The mask of item ``index`` (int64 [H,W]) without rendering its image."""
+        classes, shapes = self._scene(self.rng(self._check_index(index)))
+        return self._label(classes, shapes)
 
     def render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Un-normalised RGB in [0,1] (float32 [3,H,W]) and mask (int64 [H,W]) of item ``index``."""
         rng = self.rng(index)
-        s = self.size
-        yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) + 0.5
-
-        classes = self._sample_classes(rng)
-        masks = self._layout(rng, classes, xx, yy)
-
+        classes, shapes = self._scene(rng)
+        yy, xx = _grid(self.size)
         rgb = self._background(rng, xx, yy)
-        mask = np.zeros((s, s), dtype=np.int64)
-        for c, m in zip(classes, masks):
-            if m is None:
-                continue
-            rgb[:, m] = self._texture(rng, family_of(c), xx, yy)[:, m]
-            mask[m] = c
+        for c, m in zip(classes, shapes):
+            if m is not None:
+                rgb[:, m] = self._texture(rng, c, xx, yy)[:, m]
         rgb += rng.normal(0.0, self.noise_std, size=rgb.shape).astype(np.float32)
         np.clip(rgb, 0.0, 1.0, out=rgb)
-        if self.ignore_border:
-            mask[_border(mask, self.ignore_border)] = IGNORE_INDEX
-        return rgb, mask
+        return rgb, self._label(classes, shapes)
 
     # -- scene sampling ---------------------------------------------------
 
+    def _scene(self, rng: np.random.Generator) -> tuple[list[int], list[np.ndarray | None]]:
+        classes = self._sample_classes(rng)
+        return classes, self._layout(rng, classes)
+
+    def _label(self, classes: list[int], shapes: list[np.ndarray | None]) -> np.ndarray:
+        mask = np.zeros((self.size, self.size), dtype=np.int64)
+        for c, m in zip(classes, shapes):
+            if m is not None:
+                mask[m] = c
+        if self.ignore_border:
+            mask[_border(mask, self.ignore_border)] = IGNORE_INDEX
+        return mask
+
     def _sample_classes(self, rng: np.random.Generator) -> list[int]:
+        counts = self.preset.counts
+        k = int(rng.choice(len(counts), p=counts)) + 1
+        if self.co_occurrence:
+            objects = np.arange(1, self.num_classes)
+            return [int(c) for c in rng.choice(objects, size=min(k, len(objects)), replace=False)]
         n_fam = len(self.families)
-        k = int(rng.choice([1, 2, 3], p=[0.4, 0.35, 0.25]))
-        k = min(k, n_fam)
-        fams = rng.choice(n_fam, size=k, replace=False)
+        fams = rng.choice(n_fam, size=min(k, n_fam), replace=False)
         return [int(self.families[f][rng.integers(len(self.families[f]))]) for f in fams]
 
-    def _layout(self, rng, classes, xx, yy) -> list[np.ndarray | None]:
+    def _layout(self, rng, classes) -> list[np.ndarray | None]:
         """Visible shape masks in drawing order; each keeps >= 40 % of its pixels labelled."""
         s = self.size
+        yy, xx = _grid(s)
+        lo, hi = self.preset.radius
         best, best_score = None, -1.0
-        for _ in range(30):
+        for _ in range(_LAYOUT_TRIES):
             shapes = []
             for c in classes:
-                r = rng.uniform(0.155, 0.31) * s
+                r = rng.uniform(lo, hi) * s
                 cx, cy = rng.uniform(r * 0.8, s - r * 0.8, size=2)
                 shapes.append(_shape_mask(shape_of(c), cx, cy, r, rng.uniform(0, 2 * np.pi), xx, yy))
             visible = _visible(shapes)
@@ -186,9 +269,8 @@ class SyntheticScenes(Dataset):
                 return visible
             if score > best_score:
                 best, best_score = visible, score
-        # Give up on full visibility: drop objects (never the last-drawn, fully visible one).
-        kept = [v if v.sum() > 0 else None for v in best]
-        return kept
+        # Give up on full visibility: drop hidden objects (never the last-drawn, fully visible one).
+        return [v if v.sum() > 0 else None for v in best]
 
     def _kept(self, visible, shapes) -> list[float]:
         """Fraction of each shape's pixels that stay labelled (visible and off the ignore border)."""
@@ -214,19 +296,24 @@ class SyntheticScenes(Dataset):
         field *= rng.uniform(0.03, 0.07)
         return (grey + tint[:, None, None] + field[None]).astype(np.float32)
 
-    def _texture(self, rng, family: int, xx, yy) -> np.ndarray:
-        """Full-frame texture of a family: hue + oriented stripes; same law for all members."""
-        n_fam = len(self.families)
-        hue = (family / n_fam + rng.uniform(-0.03, 0.03)) % 1.0
+    def _texture(self, rng, class_id: int, xx, yy) -> np.ndarray:
+        """Full-frame texture of a class: its (shared) hue and oriented stripes, with per-image jitter."""
+        hue0, theta0, period0 = self.appearance[class_id]
+        hue = (hue0 + rng.uniform(-0.03, 0.03)) % 1.0
         sat = rng.uniform(0.55, 0.9)
         val = rng.uniform(0.55, 0.85)
         base = np.array(colorsys.hsv_to_rgb(hue, sat, val), dtype=np.float32)
-        theta = np.pi * family / n_fam + rng.uniform(-0.15, 0.15)
-        period = self.size / 64 * (4.0 + 1.5 * (family % 3)) * rng.uniform(0.9, 1.1)
+        theta = theta0 + rng.uniform(-0.15, 0.15)
+        period = self.size / 64 * period0 * rng.uniform(0.9, 1.1)
         phase = rng.uniform(0, 2 * np.pi)
         stripes = np.sin(2 * np.pi * (xx * np.cos(theta) + yy * np.sin(theta)) / period + phase)
         shade = 1.0 + rng.uniform(0.15, 0.3) * stripes
         return base[:, None, None] * shade[None].astype(np.float32)
+
+
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates ``(yy, xx)``, float32 [size, size]."""
+    return np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
 
 
 def _shape_mask(shape: str, cx, cy, r, phi, xx, yy) -> np.ndarray:

@@ -217,7 +217,7 @@ class FCN(nn.Module):
             raise ValueError(f"backbone must be one of {FCN_BACKBONES}, got {backbone!r}")
         if backbone == "tiny" and backbone_weights is not None:
             raise ValueError("backbone_weights needs backbone='vgg16'")
-        self.variant = variant
+        self.variant, self.num_classes = variant, num_classes
         self.backbone = vgg16_backbone(backbone_weights) if backbone == "vgg16" else tiny_backbone()
         pool3, pool4, top = self.backbone.levels
         self.score_fr = _score_layer(top.channels, num_classes)

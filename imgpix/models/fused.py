@@ -7,10 +7,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..fusion import fuse, fuse_log
-from ..labels import threshold
+from ..fusion import LOG_FUSION_MODES, fused_log_probs
+from ..labels import LabelSource
 
-FUSIONS = ("dot", "add", None)
+FUSIONS = (*LOG_FUSION_MODES, None)
 
 
 class ImgPixOutput(NamedTuple):
@@ -23,49 +23,47 @@ class ImgPixOutput(NamedTuple):
 class ImgPixNet(nn.Module):
     """The paper's fused model: ``s(u)`` fused with labels ``L``, then ``g(P')``.
 
-    ``labels`` per call: ``None`` (the labeler's scores thresholded at ``tau``
-    when there is a labeler, else no fusion), ``"none"`` (plain FCN), or a
-    [B,N] / [N] tensor (oracle labels from masks, or noisy labels).
+    ``fusion`` is how labels are fused ("dot", Eq. 1, or the "add" ablation); a model
+    trained with ``fusion=None`` learned without labels, and labels given to it are
+    fused with Eq. 1 after training ("post-hoc fusion").
     """
 
     def __init__(self, seg: nn.Module, labeler: nn.Module | None = None, generator: nn.Module | None = None,
-                 fusion: str | None = "dot", tau: float = 0.25, discriminator: nn.Module | None = None):
+                 fusion: str | None = "dot", discriminator: nn.Module | None = None):
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
-        if not 0.0 <= tau <= 1.0:
-            raise ValueError(f"tau must lie in [0, 1], got {tau}")
         self.seg, self.labeler, self.generator = seg, labeler, generator
         self.discriminator = discriminator  # Table 2 ablation; used by training only
-        self.fusion, self.tau = fusion, tau
+        self.fusion = fusion
 
-    def image_labels(self, image: Tensor, labels: Tensor | str | None) -> Tensor | None:
-        """The label vector to fuse with, or None for the unfused prediction."""
-        if self.fusion is None or (isinstance(labels, str) and labels == "none"):
-            return None
-        if isinstance(labels, str):
-            raise ValueError(f"labels must be a tensor, None or 'none', got {labels!r}")
-        if labels is not None:
-            return labels
-        if self.labeler is None:
-            return None
-        with torch.no_grad():
-            return threshold(torch.sigmoid(self.labeler(image)), self.tau)
+    @property
+    def num_classes(self) -> int:
+        return self.seg.num_classes
+
+    @torch.no_grad()
+    def label_scores(self, image: Tensor) -> Tensor | None:
+        """The labeler's presence probabilities [B,N] (no gradient), None without a labeler."""
+        return None if self.labeler is None else torch.sigmoid(self.labeler(image).float())
+
+    def resolve(self, source: LabelSource, image: Tensor, mask: Tensor | None = None) -> Tensor | None:
+        """The label vector ``source`` gives for ``image`` (oracle and noisy sources need ``mask``)."""
+        scores = self.label_scores(image) if source.kind == "labeler" else None
+        return source.resolve(self.num_classes, mask, scores, source.generator())
 
     def fuse_logits(self, logits: Tensor, labels: Tensor | None) -> Tensor:
-        """log P' from logits: Eq. 1 in log space (dot) or the addition ablation."""
-        if labels is None:
-            return torch.log_softmax(logits.float(), dim=1)
-        if self.fusion == "add":
-            return fuse(torch.softmax(logits.float(), dim=1), labels, mode="add").log()
-        return fuse_log(logits.float(), labels)
+        """log P' from logits with this model's fusion mode (Eq. 1 for a model trained unfused)."""
+        return fused_log_probs(logits, labels, self.fusion or "dot")
 
     def reconstruct(self, log_probs: Tensor) -> Tensor | None:
         """Eq. 3's ``g(P')``: the generator's image from the fused probabilities."""
         return None if self.generator is None else self.generator(log_probs.exp())
 
-    def forward(self, image: Tensor, labels: Tensor | str | None = None) -> ImgPixOutput:
+    def forward(self, image: Tensor, labels: Tensor | LabelSource | None = None,
+                mask: Tensor | None = None) -> ImgPixOutput:
+        """Segment ``image`` and fuse with ``labels``: a [B,N]/[N] tensor, a :class:`LabelSource`, or None (unfused)."""
+        if isinstance(labels, LabelSource):
+            labels = self.resolve(labels, image, mask)
         logits = self.seg(image)
-        used = self.image_labels(image, labels)
-        log_probs = self.fuse_logits(logits, used)
-        return ImgPixOutput(logits, log_probs, used, self.reconstruct(log_probs))
+        log_probs = self.fuse_logits(logits, labels)
+        return ImgPixOutput(logits, log_probs, labels, self.reconstruct(log_probs))

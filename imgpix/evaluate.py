@@ -1,0 +1,107 @@
+"""Evaluation: run the networks once per batch, fuse the logits with any number of label sources,
+accumulate one :class:`~imgpix.metrics.ConfusionMatrix` (and optional per-image records) per source."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .labels import LabelSource, from_masks
+from .metrics import ConfusionMatrix, labeler_scores
+from .models.fused import ImgPixNet
+
+
+@dataclass
+class SourceResult:
+    """What one label source gave over a split: the confusion matrix and, if asked, per-image records."""
+
+    source: LabelSource
+    confusion: ConfusionMatrix
+    images: list[dict] = field(default_factory=list)
+
+    @property
+    def scores(self) -> dict:
+        """PA, MPA, FWAA, MIOU (fractions) and per-class IoU."""
+        return self.confusion.compute()
+
+
+class Evaluator:
+    """Runs ``model`` once per batch of ``loader``; fuses the same logits with every label source.
+
+    ``keep=True`` keeps logits, labeler scores and masks in memory after the first pass, so later
+    calls of :meth:`run` re-fuse without running the networks (for a model that no longer changes).
+    """
+
+    def __init__(self, model: ImgPixNet, loader: DataLoader, device="cpu", progress: bool = False,
+                 keep: bool = False):
+        self.model, self.loader = model, loader
+        self.device = torch.device(device)
+        self.progress, self.keep = progress, keep
+        self._kept: list[tuple[Tensor, Tensor | None, Tensor]] | None = None
+
+    @torch.no_grad()
+    def batches(self, desc: str = "evaluate") -> Iterator[tuple[Tensor, Tensor | None, Tensor]]:
+        """``(logits, labeler scores or None, mask)`` per batch, on ``device``."""
+        if self._kept is not None:
+            yield from self._kept
+            return
+        self.model.eval()
+        kept = []
+        for image, mask in tqdm(self.loader, desc=desc, leave=False, disable=not self.progress):
+            image, mask = image.to(self.device), mask.to(self.device)
+            batch = (self.model.seg(image).float(), self.model.label_scores(image), mask)
+            if self.keep:
+                kept.append(batch)
+            yield batch
+        if self.keep:
+            self._kept = kept
+
+    @torch.no_grad()
+    def run(self, sources: Sequence[LabelSource], per_image: bool = False,
+            outlier_weights: Tensor | None = None, desc: str = "evaluate") -> dict[str, SourceResult]:
+        """One :class:`SourceResult` per source, keyed by ``source.name`` (names must be distinct).
+
+        ``per_image``: also record :func:`imgpix.information.audit` per image. Counts are summed
+        over the processes of a distributed run.
+        """
+        names = [s.name for s in sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"label sources must have distinct names, got {names}")
+        num_classes = self.model.num_classes
+        results = {s.name: SourceResult(s, ConfusionMatrix(num_classes, device=self.device)) for s in sources}
+        streams = {s.name: s.generator() for s in sources}
+        for logits, scores, mask in self.batches(desc):
+            for source in sources:
+                result = results[source.name]
+                labels = source.resolve(num_classes, mask, scores, streams[source.name], outlier_weights)
+                result.confusion.update(self.model.fuse_logits(logits, labels).argmax(1), mask)
+                if per_image:
+                    from .information import audit  # noqa: PLC0415  (torch-heavy; only when asked)
+
+                    record = audit(logits, labels if labels is not None else torch.ones(num_classes), mask)
+                    result.images.extend(_rows(record))
+        for result in results.values():
+            result.confusion.all_reduce()
+        return results
+
+    @torch.no_grad()
+    def labeler(self, tau: float, objects: Sequence[int] | None = None) -> dict:
+        """The labeler's mAP over ``objects`` classes and its precision / recall at ``tau`` (see
+        :func:`imgpix.metrics.labeler_scores`)."""
+        if self.model.labeler is None:
+            raise ValueError("the model has no labeler")
+        scores, present = [], []
+        for _, batch_scores, mask in self.batches("labeler"):
+            scores.append(batch_scores.cpu())
+            present.append(from_masks(mask, self.model.num_classes).cpu())
+        return labeler_scores(torch.cat(scores), torch.cat(present), tau, objects)
+
+
+def _rows(record: dict[str, Tensor]) -> list[dict]:
+    columns = {key: value.detach().cpu().tolist() for key, value in record.items()}
+    return [dict(zip(columns, values)) for values in zip(*columns.values())]

@@ -1,0 +1,65 @@
+"""Trained models cached by configuration: train once, reuse in every later run with the same TrainConfig."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..train import CHECKPOINT, TrainConfig, load_checkpoint, read_checkpoint, train
+from ..train import RUNTIME_ONLY
+
+
+@dataclass
+class CachedModel:
+    model: object
+    config: TrainConfig
+    path: str
+    hit: bool
+    train_seconds: float
+
+
+def default_cache_dir() -> Path:
+    """``$IMGPIX_CACHE``, else ``$XDG_CACHE_HOME/imgpix``, else ``~/.cache/imgpix``."""
+    if os.environ.get("IMGPIX_CACHE"):
+        return Path(os.environ["IMGPIX_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "imgpix"
+
+
+def config_key(cfg: TrainConfig) -> str:
+    """Hash of every setting that changes the trained weights."""
+    values = {k: v for k, v in asdict(cfg).items() if k not in RUNTIME_ONLY or k == "epochs"}
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """Exclusive advisory lock: two processes never train into one cache entry at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def trained_model(cfg: TrainConfig, cache_dir: Path, log: Callable[[str], None] = print) -> CachedModel:
+    """The model of ``cfg`` from ``cache_dir/models/<key>`` when finished there, else trained (resuming)."""
+    key = config_key(cfg)
+    entry = Path(cache_dir) / "models" / key
+    start = time.perf_counter()
+    with _file_lock(entry.with_name(key + ".lock")):
+        ckpt = entry / CHECKPOINT
+        if ckpt.exists() and read_checkpoint(ckpt)["epoch"] >= cfg.epochs:
+            model, _, _ = load_checkpoint(ckpt, cfg.device)
+            return CachedModel(model, cfg, str(ckpt), True, 0.0)
+        log(f"training {entry} ({cfg.epochs} epochs)")
+        trainer = train(cfg, entry, log=lambda text: None)
+    return CachedModel(trainer.model, cfg, str(ckpt), False, time.perf_counter() - start)

@@ -1,0 +1,119 @@
+"""Measured information on predictions: the nats image labels remove, per pixel and per image.
+
+At a pixel whose true class y is kept by the labels L, the Eq. 1 fusion ``P' = P*L / sum(P*L)`` obeys
+the exact identity
+
+    CE(P, y) - CE(P', y) = -log sum_{c in L} P_c        (the nats the labels remove).
+
+For a uniform P (an uninformed network) this is ``log(N/|L|)``: Eq. 6 with |L| = n, Eq. 10 with
+|L| = n + m; there ``CE(P) = log N`` (Eq. 4) and ``CE(P') = log |L|`` (Eqs. 5, 9, 11, 13), and Eqs.
+12 and 14 are differences of those. For a trained network the same quantities are measurements
+that the theory predicts.
+
+Labels follow :mod:`imgpix.fusion`: shape [B, N] or [N], bool, {0, 1} or weights in [0, 1]. Here a
+class is *kept* when its weight is > 0 (soft weights count as presence; their re-weighting is not
+measured). An all-zero row keeps every class (the fallback rule: that image is unfused), so it
+removes nothing. Float16/bfloat16 logits are computed in float32, float64 in float64.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .data.common import IGNORE_INDEX
+from .fusion import _check_labels, _check_maps
+from .labels import from_masks
+
+
+def _logits(logits: Tensor) -> Tensor:
+    """Checked logits [B,N,H,W] in the dtype the computation uses."""
+    _check_maps(logits, "logits")
+    if not logits.is_floating_point():
+        raise ValueError(f"logits must be floating point, got {logits.dtype}")
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError("logits contain NaN or infinite values")
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+
+
+def _kept(labels: Tensor, logits: Tensor) -> Tensor:
+    """[B, N] bool: the classes each image's labels keep (weight > 0; an empty row keeps all)."""
+    keep = _check_labels(labels, logits.shape[0], logits.shape[1]).to(logits.device) != 0
+    return keep | ~keep.any(dim=1, keepdim=True)
+
+
+def _removed(z: Tensor, keep: Tensor) -> Tensor:
+    """``-log sum_{c in L} softmax(z)_c`` = logsumexp over all classes - logsumexp over kept ones.
+
+    Each logsumexp is split as ``max + log(mass)`` and the maxima are subtracted first, so that
+    large logits (±1e4) do not cost the precision of the small difference.
+    """
+    kept_only = z.masked_fill(~keep[:, :, None, None], float("-inf"))
+    top, top_kept = z.amax(dim=1, keepdim=True), kept_only.amax(dim=1, keepdim=True)
+    log_mass = torch.exp(z - top).sum(dim=1).log()
+    log_mass_kept = torch.exp(kept_only - top_kept).sum(dim=1).log()
+    return ((top - top_kept).squeeze(1) + log_mass - log_mass_kept).clamp_min(0)  # >= 0 up to rounding
+
+
+def removed_nats(logits: Tensor, labels: Tensor) -> Tensor:
+    """Nats removed by the labels at each pixel, ``-log sum_{c in L} softmax(z)_c``: [B, H, W].
+
+    Equals ``CE(P, y) - CE(P', y)`` at every pixel whose true class y is kept; ``log(N/|L|)``
+    for uniform logits. Finite for any finite logits (±1e4 included). Raises ``ValueError`` on
+    bad shapes, labels outside [0, 1] or non-finite logits.
+    """
+    z = _logits(logits)
+    return _removed(z, _kept(labels, z))
+
+
+def _image_mean(values: Tensor, where: Tensor) -> Tensor:
+    """Mean of ``values`` [B,H,W] over the pixels where ``where`` holds, per image (float64; NaN if none)."""
+    total = torch.where(where, values, torch.zeros_like(values)).sum(dim=(1, 2), dtype=torch.float64)
+    return total / where.sum(dim=(1, 2))
+
+
+def _entropy(log_probs: Tensor) -> Tensor:
+    return torch.special.entr(log_probs.exp()).sum(dim=1)  # -sum p log p, 0 where p = 0
+
+
+def audit(logits: Tensor, labels: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX) -> dict[str, Tensor]:
+    """Measured information per image of ``logits`` [B,N,H,W] fused with ``labels``, against ``target`` [B,H,W].
+
+    Counts (int64 [B]): ``n`` true classes in the mask, ``size`` = |L|, ``kept`` = k' true classes
+    in L, ``outliers`` = m' classes in L absent from the mask, ``pixels`` labelled
+    (``target != ignore_index``).
+
+    Means (float64 [B]), over the labelled pixels whose true class L keeps ("kept pixels"):
+    ``ce_unfused`` = CE(P, y), ``ce_fused`` = CE(P', y) and ``removed`` (their difference, see
+    :func:`removed_nats`). Over all labelled pixels: ``lost_fraction`` (share whose true class L
+    excludes), ``entropy_unfused`` / ``entropy_fused`` (per-pixel entropies of P and P') and
+    ``accuracy_unfused`` / ``accuracy_fused`` (pixel accuracy of argmax P and argmax P').
+
+    An empty label row keeps every class (size = N, nothing removed). A mean over no pixel is NaN:
+    an image with no kept pixel has NaN ``ce_*`` and ``removed``; one with no labelled pixel is
+    NaN throughout the means.
+    """
+    z = _logits(logits)
+    keep = _kept(labels, z)
+    batch, num_classes, height, width = z.shape
+    if target.shape != (batch, height, width):
+        raise ValueError(f"target must have shape {(batch, height, width)}, got {tuple(target.shape)}")
+    truth = from_masks(target, num_classes, ignore_index).to(z.device)
+    valid = target.to(z.device) != ignore_index
+    y = torch.where(valid, target.to(z.device).long(), 0)
+    kept_pixel = valid & keep.gather(1, y.flatten(1)).view_as(y)
+    log_p = torch.log_softmax(z, dim=1)
+    log_q = torch.log_softmax(z.masked_fill(~keep[:, :, None, None], float("-inf")), dim=1)
+    at_truth = lambda lp: lp.gather(1, y.unsqueeze(1)).squeeze(1)  # noqa: E731
+    return {
+        "n": truth.sum(1), "size": keep.sum(1), "kept": (keep & truth).sum(1), "outliers": (keep & ~truth).sum(1),
+        "pixels": valid.sum(dim=(1, 2)),
+        "ce_unfused": _image_mean(-at_truth(log_p), kept_pixel),
+        "ce_fused": _image_mean(-at_truth(log_q), kept_pixel),
+        "removed": _image_mean(_removed(z, keep), kept_pixel),
+        "lost_fraction": _image_mean((valid & ~kept_pixel).to(z.dtype), valid),
+        "entropy_unfused": _image_mean(_entropy(log_p), valid),
+        "entropy_fused": _image_mean(_entropy(log_q), valid),
+        "accuracy_unfused": _image_mean((log_p.argmax(1) == y).to(z.dtype), valid),
+        "accuracy_fused": _image_mean((log_q.argmax(1) == y).to(z.dtype), valid),
+    }

@@ -1,0 +1,206 @@
+"""Measured nats (imgpix.information): the exact identity, the uniform limit (Eqs. 4-14), invariants,
+numerics, input checks, and the real untrained segmentation net."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, strategies as st
+
+from imgpix import fuse_log, theory as th
+from imgpix.information import audit, removed_nats
+from imgpix.labels import corrupt, from_masks
+from imgpix.models import build_segmenter
+from tests.strategies import MODERATE_SCALES, cases, filled
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@st.composite
+def uniform_images(draw):
+    """Uniform logits, a mask with exactly n of N classes (some pixels ignored), and its N, n."""
+    N = draw(st.integers(2, 25))
+    n = draw(st.integers(1, N))
+    h, w = draw(st.integers(2, 4)), draw(st.integers(max(2, -(-(n + 1) // 2)), 14))
+    seed = draw(st.integers(0, 2**31 - 1))
+    gen = torch.Generator().manual_seed(seed)
+    classes = torch.randperm(N, generator=gen)[:n]
+    flat = classes[torch.randint(0, n, (h * w,), generator=gen)]
+    flat[:n] = classes  # every class present at least once
+    flat[n:][torch.rand(h * w - n, generator=gen) < 0.2] = 255
+    logits = torch.full((1, N, h, w), draw(st.sampled_from([0.0, -3.0, 1e4])), dtype=torch.float64)
+    return logits, flat.view(1, h, w), N, n
+
+
+# ------------------------------------------------------------------ the exact identity
+@given(cases(dtype=torch.float64))
+def test_identity_against_float64_ce_difference(case):
+    """At every kept class c: log P'_c - log P_c = CE(P, c) - CE(P', c) = removed_nats."""
+    z, labels = case.logits, case.labels
+    diff = fuse_log(z, labels) - torch.log_softmax(z, dim=1)
+    keep = filled(labels, z.shape[0])[:, :, None, None].expand_as(z) > 0
+    expected = removed_nats(z, labels).unsqueeze(1).expand_as(z)
+    torch.testing.assert_close(diff[keep], expected[keep], atol=1e-6, rtol=0)
+
+
+@given(cases(dtype=torch.float64, soft=True))
+def test_soft_labels_count_as_presence(case):
+    assert torch.equal(removed_nats(case.logits, case.labels), removed_nats(case.logits, case.labels > 0))
+
+
+@given(cases(dtype=torch.float64))
+def test_audit_ce_difference_is_removed(case):
+    z, labels = case.logits, case.labels
+    target = torch.randint(0, z.shape[1], (z.shape[0], *z.shape[2:]), generator=torch.Generator().manual_seed(0))
+    a = audit(z, labels, target)
+    has_kept = ~torch.isnan(a["removed"])
+    torch.testing.assert_close((a["ce_unfused"] - a["ce_fused"])[has_kept], a["removed"][has_kept], atol=1e-6, rtol=0)
+    assert torch.equal(a["size"], a["kept"] + a["outliers"])
+
+
+# ------------------------------------------------------------------ the uniform limit: Eqs. 4-14
+def close(value):
+    return pytest.approx(value, abs=1e-9)
+
+
+@given(uniform_images(), st.data())
+def test_uniform_prediction_gives_the_theory(image, data):
+    logits, target, N, n = image
+    truth = from_masks(target, N)
+    m = data.draw(st.integers(0, N - n), label="m")
+    k = data.draw(st.integers(1, n), label="k")
+    gen = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1), label="noise seed"))
+    oracle = audit(logits, truth, target)
+    case1 = audit(logits, corrupt(truth, m, None, gen), target)
+    case2 = audit(logits, corrupt(truth, 0, k, gen), target)
+    case3 = audit(logits, corrupt(truth, m, k, gen), target)
+    assert oracle["ce_unfused"].item() == close(th.self_information(N))  # Eq. 4
+    assert oracle["ce_fused"].item() == close(th.valid_information(n))  # Eq. 5
+    assert oracle["removed"].item() == close(th.removed_information(N, n))  # Eq. 6
+    assert (case1["size"].item(), case1["lost_fraction"].item()) == (n + m, 0.0)
+    assert case1["ce_fused"].item() == close(math.log(n + m))  # Eq. 9
+    assert case1["removed"].item() == close(math.log(N / (n + m)))  # Eq. 10
+    assert case2["ce_fused"].item() == close(math.log(k))  # Eq. 11
+    assert case3["ce_fused"].item() == close(math.log(m + k))  # Eq. 13
+    if m >= 1:
+        assert case1["removed"].item() == close(th.case1_removed(N, n, m))
+        assert case1["ce_fused"].item() == close(th.case1_learned(n, m))
+        assert (case3["ce_fused"] - case2["ce_fused"]).item() == close(th.case3_outlier(m, k))  # Eq. 14
+    if k < n:
+        assert case2["ce_fused"].item() == close(th.case2_learned(k))
+        assert (oracle["ce_fused"] - case2["ce_fused"]).item() == close(th.case2_lost(n, k))  # Eq. 12
+        assert 0 < case2["lost_fraction"].item() < 1
+
+
+# ------------------------------------------------------------------ invariants
+@given(cases())
+def test_removed_is_nonnegative_and_finite(case):
+    removed = removed_nats(case.logits, case.labels)
+    assert removed.shape == (case.shape[0], *case.shape[2:])
+    assert bool(torch.isfinite(removed).all()) and bool((removed >= 0).all())
+
+
+@given(cases())
+def test_nothing_removed_when_every_class_is_kept(case):
+    z = case.logits
+    assert bool((removed_nats(z, torch.ones(z.shape[1])) == 0).all())
+    assert bool((removed_nats(z, torch.zeros(z.shape[0], z.shape[1])) == 0).all())  # empty row: unfused
+
+
+@given(cases(dtype=torch.float64), st.data())
+def test_adding_a_class_never_increases_removed(case, data):
+    labels = filled(case.labels, case.shape[0]).clone()
+    row, cls = data.draw(st.integers(0, labels.shape[0] - 1)), data.draw(st.integers(0, labels.shape[1] - 1))
+    wider = labels.clone()
+    wider[row, cls] = 1.0
+    assert bool((removed_nats(case.logits, wider) <= removed_nats(case.logits, labels) + 1e-9).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@given(case=cases(scales=MODERATE_SCALES))
+def test_half_precision_computed_in_float32(dtype, case):
+    z = case.logits.to(dtype)
+    removed = removed_nats(z, case.labels)
+    assert removed.dtype == torch.float32
+    torch.testing.assert_close(removed.double(), removed_nats(z.double(), case.labels), atol=1e-5, rtol=1e-5)
+
+
+def test_extreme_logits_stay_finite_and_exact():
+    z = torch.tensor([1e4, -1e4, 0.0, 1e4]).view(1, 4, 1, 1)
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        z_ = z.to(dtype)
+        assert removed_nats(z_, torch.tensor([0, 1, 1, 1])).item() == pytest.approx(math.log(2), abs=1e-6)  # 1 of 2 maxima
+        assert removed_nats(z_, torch.tensor([0, 1, 1, 0])).item() == pytest.approx(z_[0, 0].item() + math.log(2), rel=1e-6)  # bf16 rounds 1e4
+        assert removed_nats(z_, torch.ones(4)).item() == 0.0
+
+
+# ------------------------------------------------------------------ audit bookkeeping
+def test_audit_counts_means_and_empty_rows():
+    z = torch.zeros(3, 5, 2, 3)
+    target = torch.tensor([[[0, 1, 1], [2, 255, 2]], [[3, 3, 3], [3, 3, 4]], [[255] * 3] * 2])
+    labels = torch.tensor([[1, 1, 0, 0, 1], [0, 0, 0, 0, 0], [1, 0, 0, 0, 0]])
+    a = audit(z, labels, target)
+    assert a["n"].tolist() == [3, 2, 0] and a["size"].tolist() == [3, 5, 1]
+    assert a["kept"].tolist() == [2, 2, 0] and a["outliers"].tolist() == [1, 3, 1]
+    assert a["pixels"].tolist() == [5, 6, 0]
+    assert a["lost_fraction"][:2].tolist() == pytest.approx([2 / 5, 0.0])
+    assert a["removed"][:2].tolist() == pytest.approx([math.log(5 / 3), 0.0])
+    assert a["entropy_fused"][:2].tolist() == pytest.approx([math.log(3), math.log(5)])
+    assert a["accuracy_fused"][0].item() == pytest.approx(1 / 5)  # ties go to class 0
+    assert all(torch.isnan(a[key][2]) for key in ("ce_fused", "removed", "lost_fraction", "entropy_unfused"))
+
+
+def test_audit_no_kept_pixel_gives_nan_means():
+    a = audit(torch.randn(1, 4, 2, 2), torch.tensor([0, 0, 1, 0]), torch.zeros(1, 2, 2, dtype=torch.long))
+    assert torch.isnan(a["ce_fused"]).all() and torch.isnan(a["removed"]).all()
+    assert a["lost_fraction"].item() == 1.0 and a["accuracy_fused"].item() == 0.0
+
+
+# ------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("logits, labels, match", [
+    (torch.zeros(4, 2, 2), torch.ones(4), "logits must have shape"),
+    (torch.zeros(1, 4, 2, 2), torch.ones(5), "label length"),
+    (torch.zeros(2, 4, 2, 2), torch.ones(3, 4), "label batch size"),
+    (torch.zeros(1, 4, 2, 2), torch.ones(1, 2, 4), "labels must have shape"),
+    (torch.zeros(1, 4, 2, 2), torch.tensor([0.0, 2.0, 0.0, 1.0]), r"\[0, 1\]"),
+    (torch.zeros(1, 4, 2, 2), torch.tensor([0.0, float("nan"), 0.0, 1.0]), "NaN"),
+    (torch.full((1, 4, 2, 2), float("nan")), torch.ones(4), "NaN or infinite"),
+    (torch.full((1, 4, 2, 2), float("inf")), torch.ones(4), "NaN or infinite"),
+    (torch.zeros(1, 4, 2, 2, dtype=torch.long), torch.ones(4), "floating point"),
+])
+def test_bad_input_raises(logits, labels, match):
+    with pytest.raises(ValueError, match=match):
+        removed_nats(logits, labels)
+    with pytest.raises(ValueError, match=match):
+        audit(logits, labels, torch.zeros(logits.shape[0], 2, 2, dtype=torch.long))
+
+
+@pytest.mark.parametrize("target, match", [
+    (torch.zeros(1, 3, 2, dtype=torch.long), "target must have shape"),
+    (torch.full((1, 2, 2), 7), "mask values"),
+    (torch.zeros(1, 2, 2), "integer class ids"),
+])
+def test_bad_target_raises(target, match):
+    with pytest.raises(ValueError, match=match):
+        audit(torch.zeros(1, 4, 2, 2), torch.ones(4), target)
+
+
+# ------------------------------------------------------------------ the real segmentation net, untrained
+def test_untrained_segmenter_removes_exactly_log_N_over_L():
+    """Zero-initialised score layers: uniform outputs at step 0, so removed = log(N/|L|) per image."""
+    torch.manual_seed(0)
+    net = build_segmenter("tiny", 21).eval()
+    gen = torch.Generator().manual_seed(1)
+    images = torch.randn(6, 3, 24, 24, generator=gen)
+    target = torch.randint(0, 4, (6, 24, 24), generator=gen) * torch.arange(1, 7).view(6, 1, 1)  # n = 4 each
+    truth = from_masks(target, 21)
+    labels = torch.cat([truth[:2], corrupt(truth[2:4], 3, None, gen), corrupt(truth[4:], 9, None, gen)])
+    with torch.no_grad():
+        a = audit(net(images), labels, target)
+    predicted = torch.tensor(th.removed_information(21, a["size"].numpy()))
+    assert a["size"].tolist() == [4, 4, 7, 7, 13, 13]
+    torch.testing.assert_close(a["removed"], predicted, atol=1e-6, rtol=0)
+    torch.testing.assert_close(a["ce_unfused"], torch.full((6,), math.log(21), dtype=torch.float64), atol=1e-6,
+                               rtol=0)
