@@ -11,6 +11,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from .data.common import IGNORE_INDEX
 from .labels import LabelSource, from_masks
 from .metrics import ConfusionMatrix, labeler_scores
 from .models.fused import ImgPixNet
@@ -23,6 +24,7 @@ class SourceResult:
     source: LabelSource
     confusion: ConfusionMatrix
     images: list[dict] = field(default_factory=list)
+    image_confusion: list[Tensor] = field(default_factory=list)
 
     @property
     def scores(self) -> dict:
@@ -63,11 +65,13 @@ class Evaluator:
 
     @torch.no_grad()
     def run(self, sources: Sequence[LabelSource], per_image: bool = False,
-            outlier_weights: Tensor | None = None, desc: str = "evaluate") -> dict[str, SourceResult]:
+            affinity: dict[str, Tensor] | None = None, desc: str = "evaluate") -> dict[str, SourceResult]:
         """One :class:`SourceResult` per source, keyed by ``source.name`` (names must be distinct).
 
-        ``per_image``: also record :func:`imgpix.information.audit` per image. Counts are summed
-        over the processes of a distributed run.
+        ``per_image``: also record :func:`imgpix.information.audit` and a confusion matrix per image.
+        ``affinity[name]`` [N, N]: the outliers of that noisy source are drawn with weights
+        ``presence @ affinity`` (row c: how strongly class c draws each other class). Counts are
+        summed over the processes of a distributed run.
         """
         names = [s.name for s in sources]
         if len(set(names)) != len(names):
@@ -78,13 +82,19 @@ class Evaluator:
         for logits, scores, mask in self.batches(desc):
             for source in sources:
                 result = results[source.name]
-                labels = source.resolve(num_classes, mask, scores, streams[source.name], outlier_weights)
-                result.confusion.update(self.model.fuse_logits(logits, labels).argmax(1), mask)
+                weights = None
+                if affinity and source.name in affinity:
+                    presence = from_masks(mask, num_classes).double().cpu()
+                    weights = presence @ affinity[source.name].double().cpu()
+                labels = source.resolve(num_classes, mask, scores, streams[source.name], weights)
+                pred = self.model.fuse_logits(logits, labels).argmax(1)
+                result.confusion.update(pred, mask)
                 if per_image:
-                    from .information import audit  # noqa: PLC0415  (torch-heavy; only when asked)
+                    from .information import audit  # only when asked
 
                     record = audit(logits, labels if labels is not None else torch.ones(num_classes), mask)
                     result.images.extend(_rows(record))
+                    result.image_confusion.append(per_image_confusion(pred, mask, num_classes).cpu())
         for result in results.values():
             result.confusion.all_reduce()
         return results
@@ -100,6 +110,15 @@ class Evaluator:
             scores.append(batch_scores.cpu())
             present.append(from_masks(mask, self.model.num_classes).cpu())
         return labeler_scores(torch.cat(scores), torch.cat(present), tau, objects)
+
+
+def per_image_confusion(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> Tensor:
+    """[B, N, N] confusion counts of each image (rows truth, columns prediction; ignored pixels skipped)."""
+    batch = pred.shape[0]
+    valid = target != ignore_index
+    index = (torch.arange(batch, device=pred.device)[:, None, None] * num_classes + target) * num_classes + pred
+    counts = torch.bincount(index[valid], minlength=batch * num_classes * num_classes)
+    return counts.view(batch, num_classes, num_classes)
 
 
 def _rows(record: dict[str, Tensor]) -> list[dict]:

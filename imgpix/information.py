@@ -12,7 +12,8 @@ that the theory predicts.
 
 Labels follow :mod:`imgpix.fusion`: shape [B, N] or [N], bool, {0, 1} or weights in [0, 1]. Here a
 class is *kept* when its weight is > 0 (soft weights count as presence; their re-weighting is not
-measured). An all-zero row keeps every class (the fallback rule: that image is unfused), so it
+measured), and P' is the Eq. 1 "dot" fusion (``imgpix.fusion.fuse_log``), not the "add" or
+"logit_add" ablations. An all-zero row keeps every class (the fallback rule: that image is unfused), so it
 removes nothing. Float16/bfloat16 logits are computed in float32, float64 in float64.
 """
 
@@ -98,13 +99,17 @@ def audit(logits: Tensor, labels: Tensor, target: Tensor, ignore_index: int = IG
     batch, num_classes, height, width = z.shape
     if target.shape != (batch, height, width):
         raise ValueError(f"target must have shape {(batch, height, width)}, got {tuple(target.shape)}")
-    truth = from_masks(target, num_classes, ignore_index).to(z.device)
-    valid = target.to(z.device) != ignore_index
-    y = torch.where(valid, target.to(z.device).long(), 0)
+    target = target.to(z.device)
+    truth = from_masks(target, num_classes, ignore_index)
+    valid = target != ignore_index
+    y = torch.where(valid, target.long(), 0)
     kept_pixel = valid & keep.gather(1, y.flatten(1)).view_as(y)
     log_p = torch.log_softmax(z, dim=1)
     log_q = torch.log_softmax(z.masked_fill(~keep[:, :, None, None], float("-inf")), dim=1)
-    at_truth = lambda lp: lp.gather(1, y.unsqueeze(1)).squeeze(1)  # noqa: E731
+
+    def at_truth(log_probs: Tensor) -> Tensor:
+        return log_probs.gather(1, y.unsqueeze(1)).squeeze(1)
+
     return {
         "n": truth.sum(1), "size": keep.sum(1), "kept": (keep & truth).sum(1), "outliers": (keep & ~truth).sum(1),
         "pixels": valid.sum(dim=(1, 2)),

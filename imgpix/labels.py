@@ -126,6 +126,7 @@ class LabelSource:
     k: int | None = None
     seed: int = 0
     protected: tuple[int, ...] = ()
+    tag: str = ""  # appended to ``name``: tells apart sources that differ in what ``resolve`` is given
 
     def __post_init__(self):
         if self.kind not in SOURCE_KINDS:
@@ -155,10 +156,12 @@ class LabelSource:
     def name(self) -> str:
         """Short display name, e.g. ``unfused``, ``oracle``, ``labeler@0.25``, ``noisy(m=3,k=1)``."""
         if self.kind == "labeler":
-            return f"labeler@{self.tau:g}"
-        if self.kind == "noisy":
-            return f"noisy(m={self.m},k={'all' if self.k is None else self.k})"
-        return "unfused" if self.kind == "none" else "oracle"
+            name = f"labeler@{self.tau:g}"
+        elif self.kind == "noisy":
+            name = f"noisy(m={self.m},k={'all' if self.k is None else self.k})"
+        else:
+            name = "unfused" if self.kind == "none" else "oracle"
+        return f"{name}[{self.tag}]" if self.tag else name
 
     def generator(self) -> torch.Generator | None:
         """A fresh noise stream for this source (None when it draws no noise)."""

@@ -21,6 +21,7 @@ from imgpix.data.folder import (
     read_class_list,
     resolve_background,
 )
+from imgpix.data.synthetic import class_names
 from imgpix.data.voc import VOCSegmentation
 from voc_tree import (
     build_folder_tree,
@@ -76,8 +77,16 @@ def test_voc_classes_and_background(tmp_path):
     assert dataset_info("voc") == DatasetInfo(21, VOC_CLASSES, 0)
     assert dataset_info("voc", background="none").background is None
     assert VOCSegmentation(tmp_path, "val", background="person").background == 15
-    with pytest.raises(ValueError, match="fixed classes"):
-        dataset_info("voc", classes="class_names.txt")
+    kwargs = {"crop_size": 32, "augment": True}  # the kwargs of build_dataset; those that set no class are ignored
+    assert dataset_info("voc", tmp_path, **kwargs) == DatasetInfo(21, VOC_CLASSES, 0)
+
+
+def test_synthetic_info_matches_dataset():
+    for kwargs in ({}, {"num_classes": 9, "family_size": 2, "size": 32}):
+        ds = build_dataset("synthetic", "val", num_images=1, **kwargs)
+        info = dataset_info("synthetic", **kwargs)
+        assert info == (ds.num_classes, tuple(class_names(ds.num_classes, ds.family_size)), 0)
+        assert set(ds[0][1].unique().tolist()) <= set(range(info.num_classes)) | {IGNORE}
 
 
 # -- folder datasets ---------------------------------------------------------------------
@@ -231,6 +240,7 @@ def test_check_names_every_bad_file(tmp_path):
     with pytest.raises(BadFilesError) as caught:
         check_dataset(ds, workers=2)
     message = str(caught.value)
+    assert isinstance(caught.value, ValueError)  # the CLI's exit status 2
     assert message.startswith(f"6 bad file(s) in 6 of {len(ds)} items of split 'trainaug'")
     for path, problem in broken.items():
         assert f"{path}: " in message and problem in message.split(f"{path}: ")[1].splitlines()[0]

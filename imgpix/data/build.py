@@ -46,23 +46,20 @@ def build_dataset(name: str, split: str, root=None, **kwargs):
     return SegmentationFolder(_root(key, root), split=split, **kwargs)
 
 
-def dataset_info(name: str, root=None, classes=None, background: str | int | None = "auto",
-                 num_classes: int = 21) -> DatasetInfo:
-    """Classes of the dataset ``build_dataset(name, ..., root, **same kwargs)`` builds, reading no image.
+def dataset_info(name: str, root=None, **kwargs) -> DatasetInfo:
+    """Classes of ``build_dataset(name, split, root, **kwargs)`` for any split, reading no image.
 
-    ``classes`` and ``background`` as for :class:`SegmentationFolder` (``background`` also for VOC);
-    ``num_classes`` for synthetic scenes, whose background is class 0.
+    Only the kwargs that set the classes matter: ``classes`` and ``background`` (folder, VOC),
+    the scene knobs (synthetic, whose background is class 0).
     """
     key = _key(name)
     if key == "synthetic":
-        if background != "auto" or classes is not None:
-            raise ValueError("synthetic scenes have fixed classes: background 0, no class list")
-        return DatasetInfo(num_classes, tuple(class_names(num_classes)), 0)
+        scenes = SyntheticScenes("train", **{**kwargs, "num_images": 0})
+        return DatasetInfo(scenes.num_classes, tuple(class_names(scenes.num_classes, scenes.family_size)), 0)
+    background = kwargs.get("background", "auto")
     if key == "voc":
-        if classes is not None:
-            raise ValueError("VOC has fixed classes (VOC_CLASSES): no class list")
         return DatasetInfo(len(VOC_CLASSES), VOC_CLASSES, resolve_background(VOC_CLASSES, background))
-    names, _ = read_class_list(find_class_list(_root(key, root), classes))
+    names, _ = read_class_list(find_class_list(_root(key, root), kwargs.get("classes")))
     return DatasetInfo(len(names), names, resolve_background(names, background))
 
 

@@ -321,12 +321,12 @@ class SegmentationFiles(Dataset):
         return np.random.default_rng([int(self.seed), self.epoch, int(index)])
 
 
-def require(root: Path, layout: str, *paths: Path) -> None:
-    """FileNotFoundError naming the missing ``paths`` (first 5) and the expected ``layout``."""
+def require(where: str, layout: str, *paths: Path) -> None:
+    """FileNotFoundError: ``where`` (e.g. "VOC root 'DIR'") misses ``paths`` (first 5 named); then the ``layout``."""
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         shown = ", ".join(missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
-        raise FileNotFoundError(f"dataset root {str(root)!r} is missing: {shown}\n{layout}")
+        raise FileNotFoundError(f"{where} is missing: {shown}\n{layout}")
 
 
 def _rescale(image: torch.Tensor, mask: torch.Tensor, scale: float):
@@ -385,18 +385,20 @@ class SegmentationFolder(SegmentationFiles):
         return read_label_png(path, self.colours)
 
     def _index(self) -> tuple[list[str], list[Path], list[Path]]:
-        jpeg, seg, sets = self.root / "JPEGImages", self.root / "SegmentationClass", self.root / "ImageSets" / "Segmentation"
-        require(self.root, FOLDER_LAYOUT, jpeg, seg, sets)
-        if not (sets / f"{self.split}.txt").is_file():
+        jpeg, seg = self.root / "JPEGImages", self.root / "SegmentationClass"
+        sets = self.root / "ImageSets" / "Segmentation"
+        require(f"dataset root {str(self.root)!r}", FOLDER_LAYOUT, jpeg, seg, sets)
+        listing = sets / f"{self.split}.txt"
+        if not listing.is_file():
             found = sorted(p.stem for p in sets.glob("*.txt"))
-            raise FileNotFoundError(f"no split {self.split!r}: {sets / (self.split + '.txt')} is missing "
+            raise FileNotFoundError(f"no split {self.split!r}: {listing} is missing "
                                     f"(splits found: {', '.join(found) or 'none'})")
-        ids = read_split(sets / f"{self.split}.txt")
+        ids = read_split(listing)
         return ids, [find_image(jpeg, i) for i in ids], [seg / f"{i}.png" for i in ids]
 
 
 def find_image(folder: Path, stem: str) -> Path:
-    """``folder/<stem><ext>`` for the first IMAGE_EXTENSIONS that exists (else the .jpg path, reported missing later)."""
+    """``folder/<stem><ext>`` with the first IMAGE_EXTENSIONS that exists, else the .jpg path (reported missing)."""
     for ext in IMAGE_EXTENSIONS:
         path = folder / f"{stem}{ext}"
         if path.is_file():

@@ -102,12 +102,13 @@ class VOCSegmentation(SegmentationFiles):
     def _index(self) -> tuple[list[str], list[Path], list[Path]]:
         voc = self.root / "VOCdevkit" / "VOC2012"
         jpeg, seg, sets = voc / "JPEGImages", voc / "SegmentationClass", voc / "ImageSets" / "Segmentation"
+        where = f"VOC root {str(self.root)!r}"
         if self.split != "trainaug":
-            require(self.root, LAYOUT, jpeg, seg, sets / f"{self.split}.txt")
+            require(where, LAYOUT, jpeg, seg, sets / f"{self.split}.txt")
             ids = read_split(sets / f"{self.split}.txt")
             return ids, [jpeg / f"{i}.jpg" for i in ids], [seg / f"{i}.png" for i in ids]
         sbd = self.root / "SBD"
-        require(self.root, LAYOUT, jpeg, seg, sets / "train.txt", sets / "val.txt", sbd / "img", sbd / "cls",
+        require(where, LAYOUT, jpeg, seg, sets / "train.txt", sets / "val.txt", sbd / "img", sbd / "cls",
                 sbd / "train.txt", sbd / "val.txt")
         voc_train = set(read_ids(sets / "train.txt"))
         voc_val = set(read_ids(sets / "val.txt"))

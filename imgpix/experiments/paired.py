@@ -1,0 +1,81 @@
+"""Dataset-level scores (MIOU, PA, ...) with uncertainty, from per-image confusion matrices.
+
+A dataset score is a function of the summed confusion matrix, not a mean over images, so its
+bootstrap resamples images and re-sums their matrices. Seeds are blocks: images are resampled
+(or their conditions swapped) within each seed, the score is computed per seed and averaged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+RESAMPLES = 2000
+CONFIDENCE = 0.95
+
+
+def score(matrices: np.ndarray, metric: str = "MIOU") -> np.ndarray:
+    """``metric`` in percent of confusion matrices [..., N, N] (FCN definitions, as imgpix.metrics.scores)."""
+    cm = np.asarray(matrices, dtype=np.float64)
+    diag = np.diagonal(cm, axis1=-2, axis2=-1)
+    rows, cols, total = cm.sum(-1), cm.sum(-2), cm.sum((-2, -1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = diag / (rows + cols - diag)
+        values = {"PA": diag.sum(-1) / total,
+                  "MPA": np.nanmean(np.where(rows > 0, diag / rows, np.nan), -1),
+                  "MIOU": np.nanmean(iou, -1),
+                  "FWAA": np.nansum(np.where(rows > 0, rows / total[..., None] * iou, 0.0), -1)}
+    return 100 * values[metric]
+
+
+def _blocks(seeds: np.ndarray) -> list[np.ndarray]:
+    return [np.flatnonzero(seeds == s) for s in np.unique(seeds)]
+
+
+def _flat(matrices: np.ndarray) -> np.ndarray:
+    matrices = np.asarray(matrices, dtype=np.float64)
+    return matrices.reshape(len(matrices), -1)
+
+
+def _bootstrap_sums(flat: np.ndarray, block: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    counts = rng.multinomial(len(block), np.full(len(block), 1 / len(block)), size=RESAMPLES)
+    return counts @ flat[block]
+
+
+def score_interval(matrices, seeds, metric: str = "MIOU", rng_seed: int = 0) -> dict:
+    """Mean over seeds of the per-seed score, its sd over seeds, and a bootstrap CI over images."""
+    flat, seeds = _flat(matrices), np.asarray(seeds)
+    n = int(np.sqrt(flat.shape[1]))
+    rng = np.random.default_rng(rng_seed)
+    per_seed = np.array([score(flat[b].sum(0).reshape(n, n), metric) for b in _blocks(seeds)])
+    draws = np.mean([score(_bootstrap_sums(flat, b, rng).reshape(-1, n, n), metric) for b in _blocks(seeds)], axis=0)
+    low, high = np.nanpercentile(draws, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)])
+    return {"mean": float(per_seed.mean()), "sd": float(per_seed.std(ddof=1)) if len(per_seed) > 1 else 0.0,
+            "ci_low": float(low), "ci_high": float(high), "seeds": len(per_seed)}
+
+
+def paired_difference(matrices_a, matrices_b, seeds, metric: str = "MIOU", rng_seed: int = 0) -> dict:
+    """Score(B) - score(A) on the same images: mean over seeds, bootstrap CI, and a permutation p-value.
+
+    The p-value swaps A and B per image (within seeds) at random, the exact null of "the two
+    conditions are exchangeable on every image"; two-sided, ``(1 + #|d*| >= |d|) / (1 + R)``.
+    """
+    flat_a, flat_b, seeds = _flat(matrices_a), _flat(matrices_b), np.asarray(seeds)
+    n = int(np.sqrt(flat_a.shape[1]))
+    rng = np.random.default_rng(rng_seed)
+    observed, boot, null = [], [], []
+    for block in _blocks(seeds):
+        a, b = flat_a[block], flat_b[block]
+        observed.append(score(b.sum(0).reshape(n, n), metric) - score(a.sum(0).reshape(n, n), metric))
+        counts = rng.multinomial(len(block), np.full(len(block), 1 / len(block)), size=RESAMPLES)
+        boot.append(score((counts @ b).reshape(-1, n, n), metric) - score((counts @ a).reshape(-1, n, n), metric))
+        flips = rng.integers(0, 2, size=(RESAMPLES, len(block))).astype(np.float64)
+        shift = flips @ (b - a)
+        null.append(score((b.sum(0) - shift).reshape(-1, n, n), metric)
+                    - score((a.sum(0) + shift).reshape(-1, n, n), metric))
+    observed = np.array(observed)
+    effect, boot, null = observed.mean(), np.mean(boot, axis=0), np.mean(null, axis=0)
+    low, high = np.nanpercentile(boot, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)])
+    p_value = (1 + np.sum(np.abs(null) >= abs(effect) - 1e-12)) / (1 + len(null))
+    return {"difference": float(effect), "ci_low": float(low), "ci_high": float(high), "p_value": float(p_value),
+            "sd_over_seeds": float(observed.std(ddof=1)) if len(observed) > 1 else 0.0,
+            "per_seed": [float(v) for v in observed]}

@@ -1,0 +1,289 @@
+"""Falsifiable tests of Eqs. 4-14 on per-image tables of measured nats (:func:`imgpix.information.audit`).
+
+A table has one row per image, condition, seed and model (:func:`audit_frame` builds it), with
+columns ``model, seed, image, condition, n, size, kept, outliers, removed, lost_fraction,
+ce_unfused, ce_fused`` (and ``accuracy_fused`` for :func:`case2_loss`). ``model`` is
+:data:`UNTRAINED` for a network whose outputs are uniform (an FCN with zero-initialised score
+layers at step 0), where the equations are exact, or any other name for an informed (trained) one,
+where they are predictions. Conditions are matched to the paper's cases through :data:`ROLES`
+(regular expressions matched against the whole condition name: ``case1`` and ``case1 (m=3)`` are
+Case 1; several Case 1 conditions are pooled, the oracle, Case 2 and Case 3 must match one each).
+
+Per equation, a measured per-image value y is regressed on the predicted x (k' = kept true
+labels, m' = outliers, both as actually used):
+
+====== ==================================================== ==================
+Eq.    measured y (per image)                               predicted x
+====== ==================================================== ==================
+4      CE of P over labelled pixels (oracle rows)           log N
+5      CE of P' fused with the true labels                  log n
+6      nats removed by the true labels                      log(N/n)
+9/10   nats removed with m' >= 1 outliers (Case 1)          log(N/(n+m'))
+11/12  removed(Case 2) - removed(oracle), k' < n            log(n/k')
+13/14  removed(Case 2) - removed(Case 3), same k', m' >= 1   log((m'+k')/k')
+====== ==================================================== ==================
+
+(Eqs. 9, 11 and 13 are the complements ``log|L| = log N - removed`` of 10, 12 and 14 at the
+uniform limit.) Images are the resampled units of every CI (all seeds and conditions of an image
+move together). Beside every fit stands a theory-free control: the in-sample R^2 of a linear fit
+of y on the raw counts n, k', m' (with its free parameters it is favoured over the theory's
+fixed prediction).
+
+Verdict rule, per model: the equation *holds* when the CIs of ``ratio`` = mean y / mean x, widened
+by :data:`RATIO_TOL`, contain 1 and, when x varies over images, the CIs of the slope (widened by
+:data:`SLOPE_TOL`) contain 1 and of the intercept (widened by :data:`INTERCEPT_TOL` nats) contain
+0. A NaN statistic never holds. Then per equation: ``holds`` when it holds on every model tested
+and an informed one is among them; ``holds for an uninformed network only`` when it holds on the
+untrained model and not on an informed one (or only the untrained one was tested); ``refuted``
+otherwise (including a failure on the untrained model, where the equations are exact); ``not
+tested`` when the table has no rows for it. A wide CI cannot refute: read the CI widths beside the
+verdict.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from .. import theory as th
+from ..data.common import NUM_CLASSES
+from .stats import N_RESAMPLES, Interval, mean_ci, paired, regression
+
+UNTRAINED = "untrained"
+ROLES = {"oracle": r"oracle", "case1": r"case1( \(m=\d+\))?", "case2": r"case2( \(k=\d+\))?",
+         "case3": r"case3( \(m=\d+, k=\d+\))?"}  # role -> pattern of the condition names
+COUNTS = ("n", "kept", "outliers")  # the theory-free control is a linear fit on these raw counts
+SLOPE_TOL = 0.1
+INTERCEPT_TOL = 0.1  # nats
+RATIO_TOL = 0.1
+X_SPREAD = 1e-9  # below this range of x over images there is no slope to fit
+HOLDS, UNINFORMED, REFUTED, NOT_TESTED = "holds", "holds for an uninformed network only", "refuted", "not tested"
+EQUATIONS = ("4", "5", "6", "9/10", "11/12", "13/14")
+KEYS = ["model", "seed", "image"]
+
+
+def audit_frame(result: Mapping, image=None, **columns) -> pd.DataFrame:
+    """An :func:`~imgpix.information.audit` result as a table, one row per image.
+
+    ``image``: image ids (default 0..B-1); ``columns``: constants such as ``model``, ``seed``,
+    ``condition``.
+    """
+    frame = pd.DataFrame({key: value.detach().cpu().numpy() for key, value in result.items()})
+    frame.insert(0, "image", np.arange(len(frame)) if image is None else np.asarray(image))
+    for name, value in reversed(columns.items()):
+        frame.insert(0, name, value)
+    return frame
+
+
+def _rows(table: pd.DataFrame, conditions) -> pd.DataFrame:
+    names = [conditions] if isinstance(conditions, str) else list(conditions)
+    return table[table["condition"].isin(names)]
+
+
+def _role(table: pd.DataFrame, roles: Mapping, role: str, single: bool = True) -> pd.DataFrame:
+    """The rows of the conditions whose names match ``roles[role]``; ``single``: at most one condition."""
+    rows = table[table["condition"].astype(str).str.fullmatch(roles[role])]
+    if single and rows["condition"].nunique() > 1:
+        raise ValueError(f"role {role!r} matches several conditions {sorted(rows.condition.unique())}; "
+                         "pass roles= with a pattern that matches one")
+    return rows
+
+
+def _pairs(rows: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """Rows joined to the reference condition's row of the same model, seed and image (suffix ``_ref``)."""
+    return rows.merge(reference, on=KEYS, suffixes=("", "_ref"), validate="one_to_one")
+
+
+def _lost_nats(n, kept) -> np.ndarray:
+    """Eq. 12 per image, ``log(n/k')``; 0 where every true label is kept."""
+    n, kept = np.asarray(n), np.asarray(kept)
+    out = np.zeros(len(n))
+    out[kept < n] = th.case2_lost(n[kept < n], kept[kept < n])
+    return out
+
+
+def _equation_data(table: pd.DataFrame, N: int, roles: Mapping) -> dict[str, tuple[str, str, pd.DataFrame]]:
+    """Per equation: (what is tested, the predicted form, rows with measured ``y`` and predicted ``x``)."""
+    oracle, case2 = _role(table, roles, "oracle"), _role(table, roles, "case2")
+    case1 = _role(table, roles, "case1", single=False).query("kept == n and outliers >= 1")
+    lost = _pairs(case2, oracle).query("kept < n and outliers == 0")
+    outl = _pairs(_role(table, roles, "case3"), case2).query("outliers >= 1 and kept == kept_ref and outliers_ref == 0")
+
+    def data(rows, y, x):
+        rows = rows.assign(y=y).dropna(subset=["y"])
+        return rows.assign(x=x(rows))
+
+    return {
+        "4": ("CE of the unfused prediction, oracle rows", "log N",
+              data(oracle, oracle.ce_unfused, lambda r: th.self_information(N))),
+        "5": ("CE of the prediction fused with the true labels", "log n",
+              data(oracle, oracle.ce_fused, lambda r: th.valid_information(r.n))),
+        "6": ("nats removed by the true labels", "log(N/n)",
+              data(oracle, oracle.removed, lambda r: th.removed_information(N, r.n))),
+        "9/10": ("nats removed by labels with m' outliers (Case 1)", "log(N/(n+m'))",
+                 data(case1, case1.removed, lambda r: th.case1_removed(N, r.n, r.outliers))),
+        "11/12": ("extra nats removed keeping k' < n true labels (Case 2 - oracle)", "log(n/k')",
+                  data(lost, lost.removed - lost.removed_ref, lambda r: th.case2_lost(r.n, r.kept))),
+        "13/14": ("nats m' outliers leave in (Case 2 - Case 3, same k')", "log((m'+k')/k')",
+                  data(outl, outl.removed_ref - outl.removed, lambda r: th.case3_outlier(r.outliers, r.kept))),
+    }
+
+
+def _flat(fit: Mapping[str, Interval]) -> dict:
+    out = {}
+    for name, (value, low, high) in fit.items():
+        out.update({name: value, f"{name}_low": low, f"{name}_high": high})
+    return out
+
+
+def _fit(rows: pd.DataFrame, x, y, *, seed: int, n_resamples: int) -> dict[str, Interval]:
+    return regression(x, y, rows["image"], rows[list(COUNTS)], seed=seed, n_resamples=n_resamples)
+
+
+def _within(interval: Interval, target: float, tolerance: float) -> bool:
+    return bool(interval.low - tolerance <= target <= interval.high + tolerance)  # False for NaN
+
+
+def _holds(fit: Mapping[str, Interval], x_varies: bool) -> bool:
+    ok = _within(fit["ratio"], 1.0, RATIO_TOL)
+    if x_varies:
+        ok = ok and _within(fit["slope"], 1.0, SLOPE_TOL) and _within(fit["intercept"], 0.0, INTERCEPT_TOL)
+    return ok
+
+
+def equation_tests(table: pd.DataFrame, N: int = NUM_CLASSES, *, roles: Mapping = ROLES, seed: int = 0,
+                   n_resamples: int = N_RESAMPLES) -> pd.DataFrame:
+    """One row per (equation, model): y regressed on x per image, with bootstrap CIs and the control.
+
+    Columns: ``equation, tested, theory_form, model, images, rows, measured(_low/_high)`` (mean y),
+    ``theory`` (mean x), ``slope, intercept, r, ratio, r2_control`` each with ``_low/_high``,
+    ``x_varies`` and ``holds`` (the rule of the module docstring). Rows whose measurement is NaN
+    (an image with no kept pixel) are dropped.
+    """
+    records = []
+    for equation, (tested, form, data) in _equation_data(table, N, roles).items():
+        for model, rows in data.groupby("model", sort=False):
+            fit = _fit(rows, rows.x, rows.y, seed=seed, n_resamples=n_resamples)
+            measured = mean_ci(rows.y, rows.image, seed=seed, n_resamples=n_resamples)
+            x_varies = bool(np.ptp(rows.x) > X_SPREAD)
+            records.append({"equation": equation, "tested": tested, "theory_form": form, "model": model,
+                            "images": rows.image.nunique(), "rows": len(rows),
+                            **_flat({"measured": measured}), "theory": float(rows.x.mean()), **_flat(fit),
+                            "x_varies": x_varies, "holds": _holds(fit, x_varies)})
+    return pd.DataFrame(records)
+
+
+def _verdict(holds_untrained: bool | None, holds_informed: bool | None) -> str:
+    if holds_untrained is False:
+        return REFUTED
+    if holds_informed:
+        return HOLDS
+    return UNINFORMED if holds_untrained else REFUTED
+
+
+def verdicts(table: pd.DataFrame, N: int = NUM_CLASSES, *, roles: Mapping = ROLES, seed: int = 0,
+             n_resamples: int = N_RESAMPLES) -> pd.DataFrame:
+    """One row per equation (4, 5, 6, 9/10, 11/12, 13/14) with its verdict, from :func:`equation_tests`.
+
+    Columns: ``equation, tested, theory_form``, then the first informed model's numbers (else the
+    untrained one's): ``model, measured, ci_low, ci_high`` (mean measured nats and its CI),
+    ``theory`` (mean predicted nats), ``ratio, slope, intercept`` with ``_low/_high``, ``r,
+    r2_control, images``; ``holds_untrained`` / ``holds_informed`` (all informed models; None when
+    not tested), ``holds_by_model`` and ``verdict``.
+    """
+    tests = equation_tests(table, N=N, roles=roles, seed=seed, n_resamples=n_resamples)
+    columns = ["tested", "theory_form", "model", "measured", "measured_low", "measured_high", "theory",
+               "ratio", "ratio_low", "ratio_high", "slope", "slope_low", "slope_high",
+               "intercept", "intercept_low", "intercept_high", "r", "r2_control", "images"]
+    records = []
+    for equation in EQUATIONS:
+        group = tests[tests["equation"] == equation] if len(tests) else tests
+        if group.empty:
+            records.append({"equation": equation, "holds_untrained": None, "holds_informed": None,
+                            "holds_by_model": "", "verdict": NOT_TESTED})
+            continue
+        untrained, informed = group[group.model == UNTRAINED], group[group.model != UNTRAINED]
+        holds_u = bool(untrained.holds.all()) if len(untrained) else None
+        holds_i = bool(informed.holds.all()) if len(informed) else None
+        shown = (informed if len(informed) else untrained).iloc[0]
+        by_model = ", ".join(f"{m}: {'yes' if h else 'no'}" for m, h in zip(group.model, group.holds))
+        records.append({"equation": equation, **shown[columns].to_dict(), "holds_untrained": holds_u,
+                        "holds_informed": holds_i, "holds_by_model": by_model, "verdict": _verdict(holds_u, holds_i)})
+    out = pd.DataFrame(records, columns=["equation", *columns, "holds_untrained", "holds_informed", "holds_by_model",
+                                         "verdict"])
+    return out.rename(columns={"measured_low": "ci_low", "measured_high": "ci_high"})
+
+
+def removal_regression(table: pd.DataFrame, N: int = NUM_CLASSES, *, by=("model", "condition"), seed: int = 0,
+                       n_resamples: int = N_RESAMPLES) -> pd.DataFrame:
+    """Eqs. 6/10 per group ``by``: measured ``removed`` against ``log(N/|L|)`` per image.
+
+    ``log(N/|L|)`` is what a uniform prediction loses to any label set L: Eq. 6 for the true
+    labels, Eq. 10 with |L| = n + m' for Case 1. Columns: ``*by, images, measured, theory``, the
+    fit (``slope, intercept, r, ratio, r2_control`` with ``_low/_high``) and ``absorbed`` = 1 -
+    ratio with its CI: the share of the predicted nats an informed network had already learned.
+    """
+    records = []
+    for key, rows in table.dropna(subset=["removed"]).groupby(list(by), sort=False):
+        x = th.removed_information(N, rows["size"])
+        fit = _fit(rows, x, rows.removed, seed=seed, n_resamples=n_resamples)
+        ratio = fit["ratio"]
+        records.append({**dict(zip(by, key)), "images": rows.image.nunique(), "measured": float(rows.removed.mean()),
+                        "theory": float(np.mean(x)), **_flat(fit),
+                        **_flat({"absorbed": Interval(1 - ratio.value, 1 - ratio.high, 1 - ratio.low)})})
+    return pd.DataFrame(records)
+
+
+def count_sufficiency(table: pd.DataFrame, a: str, b: str, *, value: str = "removed", seed: int = 0,
+                      n_resamples: int = N_RESAMPLES) -> pd.DataFrame:
+    """Eqs. 10/14 say the damage depends only on (n, m', k'): condition ``a`` vs ``b``, same counts.
+
+    ``a`` and ``b`` are two corruption processes (e.g. outliers drawn from confusable vs from
+    unrelated classes) giving every image the same counts; the theory predicts a difference of 0.
+    Per model: the paired difference a - b of ``value`` (:func:`imgpix.experiments.stats.paired`,
+    seeds as blocks) with its CI, effect size and p. Raises ``ValueError`` if a pair's counts differ.
+    """
+    pairs = _pairs(_rows(table, a), _rows(table, b))
+    if len(pairs) == 0:
+        raise ValueError(f"no image has both conditions {a!r} and {b!r}")
+    for count in COUNTS:
+        if (pairs[count] != pairs[f"{count}_ref"]).any():
+            raise ValueError(f"conditions {a!r} and {b!r} give some image different {count!r}; "
+                             "count sufficiency compares label sets with equal counts")
+    records = []
+    for model, rows in _rows(table, [a, b]).groupby("model", sort=False):
+        test = paired(rows, value, a, b, seed=seed, n_resamples=n_resamples)
+        records.append({"model": model, "a": a, "b": b, "value": value, "theory": 0.0,
+                        "mean_a": float(_rows(rows, a)[value].mean()), "mean_b": float(_rows(rows, b)[value].mean()),
+                        "effect": test.effect, "effect_low": test.low, "effect_high": test.high,
+                        "effect_size": test.effect_size, "p_value": test.p_value, "images": test.n,
+                        "seed_sd": test.seed_sd})
+    return pd.DataFrame(records)
+
+
+def case2_loss(table: pd.DataFrame, *, roles: Mapping = ROLES, accuracy: str = "accuracy_fused", seed: int = 0,
+               n_resamples: int = N_RESAMPLES) -> pd.DataFrame:
+    """Eq. 12 beside what Case 2 costs: per model, lost_fraction, the PA drop and log(n/k') per image.
+
+    PA drop = ``accuracy`` (oracle) - ``accuracy`` (Case 2), a fraction like ``lost_fraction``.
+    Columns: ``model, images``, means with CIs of ``lost_fraction`` and ``pa_drop``, ``lost_nats``
+    (mean log(n/k'), Eq. 12), the correlations of the PA drop with lost_fraction (``r_fraction``)
+    and with log(n/k') (``r_nats``), slope of PA drop on lost_fraction, and the control's R^2
+    (PA drop on the raw counts n, k', m'), each with ``_low/_high``.
+    """
+    records = []
+    pairs = _pairs(_role(table, roles, "case2"), _role(table, roles, "oracle"))
+    pairs = pairs.assign(pa_drop=pairs[f"{accuracy}_ref"] - pairs[accuracy], lost_nats=_lost_nats(pairs.n, pairs.kept))
+    for model, rows in pairs.dropna(subset=["pa_drop", "lost_fraction"]).groupby("model", sort=False):
+        kw = {"seed": seed, "n_resamples": n_resamples}
+        by_fraction = _fit(rows, rows.lost_fraction, rows.pa_drop, **kw)
+        by_nats = _fit(rows, rows.lost_nats, rows.pa_drop, **kw)
+        records.append({"model": model, "images": rows.image.nunique(),
+                        **_flat({"lost_fraction": mean_ci(rows.lost_fraction, rows.image, **kw),
+                                 "pa_drop": mean_ci(rows.pa_drop, rows.image, **kw)}),
+                        "lost_nats": float(rows.lost_nats.mean()),
+                        **_flat({"r_fraction": by_fraction["r"], "slope_fraction": by_fraction["slope"],
+                                 "r_nats": by_nats["r"], "r2_control": by_nats["r2_control"]})})
+    return pd.DataFrame(records)
