@@ -2,7 +2,8 @@
 
 Each ``*_case`` returns a zero-argument callable doing one unit of work, so the
 same callables are timed by pytest-benchmark (``test_model_bench.py``), by the
-gate (``gate.py``), and measured for peak memory (``peak_memory``).
+gate (``gate.py``), measured for peak memory (``peak_memory``) and counted in
+FLOPs (``flops``: the gate's expected ratios).
 
 Workloads: ``fcn8s`` (VGG16 FCN-8s: 8 x 3 x 512 x 512 on GPU, 1 x 3 x 128 x 128
 on CPU, where one VGG16 step takes about a second) and ``tiny`` (the tiny FCN,
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from imgpix.data import NUM_CLASSES
 from imgpix.labels import from_masks
@@ -92,6 +94,14 @@ def step_case(arch: str, variant: str, device) -> Callable[[], None]:
 
 
 CASES = {"model": model_case, "step": step_case}
+
+
+def flops(kind: str, arch: str, variant: str, device) -> int:
+    """FLOPs of one call as ``torch.utils.flop_counter`` counts them (convolutions, matrix products)."""
+    run = CASES[kind](arch, variant, device)
+    with FlopCounterMode(display=False) as counter:
+        run()
+    return counter.get_total_flops()
 
 
 def peak_memory(kind: str, arch: str, variant: str, device) -> float:

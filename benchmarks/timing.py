@@ -5,10 +5,17 @@ one run (``measure_ratio``): absolute times on a shared machine are noise.
 
 * ``DEVICES`` / ``require_device`` -- device parametrisation; ``cuda`` skips
   cleanly (``pytest.skip`` in tests, ``DeviceUnavailable`` elsewhere).
+* ``CLOCKS`` -- ``wall`` (``perf_counter``), ``thread`` (CPU time of the calling
+  thread) and ``process`` (CPU time of all the process's threads). CPU time
+  does not count the time other processes hold the cores, so a ratio of CPU
+  times survives a busy machine; ``thread`` is exact with one intra-op thread
+  (``intra_op_threads(1)``), ``process`` counts every intra-op thread, and
+  their spinning too unless idle OpenMP threads sleep (``OMP_WAIT_POLICY=PASSIVE``).
+  GPU work is timed on the wall clock only.
 * ``measure(fn, device)`` -- median seconds of ``fn()`` after a warm-up, with
   ``torch.cuda.synchronize`` inside the timed region on GPU.
-* ``measure_ratio(fn, baseline, device)`` -- median of per-round ratios with
-  the two sides interleaved, so slow phases of the machine hit both.
+* ``measure_ratio(fn, baseline, device)`` -- a ``Ratio``: per-round ratios with
+  the two sides interleaved, extra rounds only while their spread is high.
 * ``copy_fwd`` / ``copy_fwd_bwd`` -- the bandwidth baseline: a tensor copy
   (``x.clone()``) of the same size, forward or forward + backward;
   ``fwd_bwd(op, x, grad)`` the same harness for any op.
@@ -21,7 +28,9 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -67,19 +76,69 @@ def synced(fn: Callable[[], object], device: str | torch.device) -> Callable[[],
     return call
 
 
-def time_once(fn: Callable[[], object], device: str | torch.device) -> float:
+CLOCKS: dict[str, Callable[[], float]] = {
+    "wall": time.perf_counter,
+    "thread": time.thread_time,
+    "process": time.process_time,
+}
+
+
+def clock_fn(clock: str | Callable[[], float], device: str | torch.device) -> Callable[[], float]:
+    """The timer named ``clock`` (or ``clock`` itself); CPU clocks only for CPU work."""
+    if callable(clock):
+        return clock
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {tuple(CLOCKS)}, got {clock!r}")
+    if clock != "wall" and torch.device(device).type != "cpu":
+        raise ValueError(f"the {clock} CPU clock does not see {torch.device(device).type} work: use clock='wall'")
+    return CLOCKS[clock]
+
+
+@contextmanager
+def intra_op_threads(count: int) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(count)``, then restore the previous count."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def time_once(fn: Callable[[], object], device: str | torch.device, clock: str | Callable[[], float] = "wall") -> float:
+    timer = clock_fn(clock, device)
     sync(device)
-    start = time.perf_counter()
+    start = timer()
     fn()
     sync(device)
-    return time.perf_counter() - start
+    return timer() - start
 
 
-def measure(fn: Callable[[], object], device: str | torch.device, *, warmup: int = 3, repeats: int = 10) -> float:
-    """Median wall time of ``fn()`` in seconds, after ``warmup`` untimed calls."""
+def measure(fn: Callable[[], object], device: str | torch.device, *, warmup: int = 3, repeats: int = 10,
+            clock: str | Callable[[], float] = "wall") -> float:
+    """Median time of ``fn()`` in seconds on ``clock``, after ``warmup`` untimed calls."""
     for _ in range(warmup):
         fn()
-    return statistics.median(time_once(fn, device) for _ in range(repeats))
+    return statistics.median(time_once(fn, device, clock) for _ in range(repeats))
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """Per-round ratios ``time(fn) / time(baseline)`` of one measurement; ``value`` is their median."""
+
+    rounds: tuple[float, ...]
+
+    @property
+    def value(self) -> float:
+        return statistics.median(self.rounds)
+
+    @property
+    def spread(self) -> float:
+        """Interquartile range over median, ``(q3 - q1) / q2`` (0 for one round)."""
+        if len(self.rounds) < 2:
+            return 0.0
+        q1, q2, q3 = statistics.quantiles(self.rounds, n=4, method="inclusive")
+        return (q3 - q1) / q2
 
 
 def measure_ratio(
@@ -89,21 +148,32 @@ def measure_ratio(
     *,
     warmup: int = 2,
     repeats: int = 10,
-) -> float:
-    """Median over rounds of ``time(fn) / time(baseline)``, the two interleaved."""
+    max_repeats: int | None = None,
+    max_spread: float = 0.05,
+    clock: str | Callable[[], float] = "wall",
+) -> Ratio:
+    """``repeats`` rounds of ``time(fn) / time(baseline)``, the two interleaved in alternating order.
+
+    While the rounds' ``Ratio.spread`` exceeds ``max_spread``, rounds are added,
+    up to ``max_repeats`` in all (default ``repeats``): a quiet machine pays for
+    ``repeats`` rounds only.
+    """
+    max_repeats = repeats if max_repeats is None else max_repeats
+    if not 1 <= repeats <= max_repeats:
+        raise ValueError(f"need 1 <= repeats <= max_repeats, got {repeats} and {max_repeats}")
     for _ in range(warmup):
         fn()
         baseline()
-    ratios = []
-    for i in range(repeats):
-        if i % 2:  # alternate the order too, so neither side always runs "second"
-            b = time_once(baseline, device)
-            a = time_once(fn, device)
+    ratios: list[float] = []
+    while len(ratios) < repeats or (Ratio(tuple(ratios)).spread > max_spread and len(ratios) < max_repeats):
+        if len(ratios) % 2:  # alternate the order too, so neither side always runs "second"
+            b = time_once(baseline, device, clock)
+            a = time_once(fn, device, clock)
         else:
-            a = time_once(fn, device)
-            b = time_once(baseline, device)
+            a = time_once(fn, device, clock)
+            b = time_once(baseline, device, clock)
         ratios.append(a / b)
-    return statistics.median(ratios)
+    return Ratio(tuple(ratios))
 
 
 def copy_fwd(x: Tensor) -> Callable[[], Tensor]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import theory
 from .labels import LabelSource, check_tau
+from .data.build import DATASETS
 from .data.synthetic import PRESETS as SCENE_PRESETS
 from .train import LABELERS, MODELS, PROCEDURES, TrainConfig
 
@@ -38,9 +39,16 @@ _unit = _checked(float, lambda v: check_tau(v) == v, "a number in [0, 1]")
 
 
 def _common_args(parser: argparse.ArgumentParser, data_default: str | None) -> None:
-    parser.add_argument("--data", choices=["synthetic", "voc"], default=data_default,
+    parser.add_argument("--data", choices=DATASETS, default=data_default,
                         help="dataset (default: %(default)s)" if data_default else "dataset (default: the checkpoint's)")
-    parser.add_argument("--root", help="dataset root for --data voc (VOCdevkit/ and SBD/ inside)")
+    parser.add_argument("--root", help="dataset folder for --data voc (VOCdevkit/, optional SBD/) or --data folder "
+                                       "(JPEGImages/, SegmentationClass/, ImageSets/Segmentation/, a class list)")
+    parser.add_argument("--classes", help="class-list file of --data folder (default: labelmap.txt or "
+                                          "class_names.txt in --root)")
+    parser.add_argument("--background", default=None,
+                        help="class that fusion always keeps: auto (a class named background), none, a name or an id")
+    parser.add_argument("--skip-bad-files", action="store_true", default=None,
+                        help="train/evaluate without the images whose files are broken (listed as a warning)")
     parser.add_argument("--device", default=DEFAULTS["device"], help="cpu, cuda, cuda:1, ... (default: %(default)s)")
     parser.add_argument("--tau", type=_unit, default=None,
                         help=f"labeler threshold in [0, 1] (default: {DEFAULTS['tau']}, or the checkpoint's)")
@@ -76,6 +84,7 @@ def _train_parser(commands) -> None:
     add("--amp", action="store_true", help="bfloat16 autocast on GPU")
     add("--channels-last", action="store_true")
     add("--compile", action="store_true", help="torch.compile the segmentation net")
+    add("--train-split", default=None, help="training split (default: voc trainaug with SBD, else train)")
     add("--out", default="runs/imgpix", help="output directory (default: %(default)s)")
 
 
@@ -106,9 +115,8 @@ def run_train(args) -> None:
     from .train import train
 
     device = distributed.init_from_env(args.device)
-    if args.data == "voc" and not args.root:
-        raise ValueError("--data voc needs --root DIR (the folder holding VOCdevkit/ and SBD/)")
-    given = {name: value for name, value in vars(args).items() if name in DEFAULTS}
+    _need_root(args.data, args.root)
+    given = {name: value for name, value in vars(args).items() if name in DEFAULTS and value is not None}
     cfg = TrainConfig(**{
         **given, "device": device, "labeler": None if args.labeler == "none" else args.labeler,
         "fusion": None if args.fusion == "none" else args.fusion,
@@ -121,11 +129,18 @@ def run_train(args) -> None:
         distributed.shutdown()
 
 
-def default_sources(model, tau: float) -> list[LabelSource]:
+def _need_root(data: str, root: str | None) -> None:
+    if data in ("voc", "folder") and not root:
+        raise ValueError(f"--data {data} needs --root DIR (the dataset folder)")
+
+
+def default_sources(model, tau: float, protected: tuple[int, ...] = ()) -> list[LabelSource]:
     """What ``evaluate`` fuses when not told: the labeler if the model has one, else the oracle; none if unfused."""
     if model.fusion is None:
         return [LabelSource("none")]
-    return [LabelSource("labeler", tau=tau) if model.labeler is not None else LabelSource("oracle")]
+    if model.labeler is None:
+        return [LabelSource("oracle")]
+    return [LabelSource("labeler", tau=tau, protected=protected)]
 
 
 def run_evaluate(args) -> None:
@@ -133,20 +148,22 @@ def run_evaluate(args) -> None:
 
     from .evaluate import Evaluator
     from .metrics import METRIC_NAMES
-    from .train import build_loader, load_checkpoint
+    from .train import checked_split, load_checkpoint, make_loader
 
     path = Path(args.checkpoint)
     model, cfg, _ = load_checkpoint(path / "checkpoint.pt" if path.is_dir() else path, args.device)
-    cfg = replace(cfg, device=args.device, data=args.data or cfg.data, root=args.root or cfg.root,
-                  num_val=args.num_val or cfg.num_val)
-    if cfg.data == "voc" and not cfg.root:
-        raise ValueError("--data voc needs --root DIR (the folder holding VOCdevkit/ and SBD/)")
+    given = {name: getattr(args, name) for name in ("data", "root", "classes", "background", "skip_bad_files",
+                                                      "num_val") if getattr(args, name) is not None}
+    cfg = replace(cfg, device=args.device, **given)
+    _need_root(cfg.data, cfg.root)
+    if cfg.info.num_classes != model.num_classes:
+        raise ValueError(f"the checkpoint has {model.num_classes} classes, the {cfg.data} data {cfg.info.num_classes}")
     tau = cfg.tau if args.tau is None else args.tau
-    sources = ([LabelSource.parse(text, tau=tau) for text in args.label_source] if args.label_source
-               else default_sources(model, tau))
+    sources = ([LabelSource.parse(text, tau=tau, protected=cfg.protected) for text in args.label_source]
+               if args.label_source else default_sources(model, tau, cfg.protected))
     if any(s.kind == "labeler" for s in sources) and model.labeler is None:
         raise ValueError("label source 'labeler' needs a checkpoint trained with a labeler")
-    loader = build_loader(cfg, "val", shuffle=False)
+    loader = make_loader(cfg, checked_split(cfg, "val", lambda text: print(text, file=sys.stderr)), shuffle=False)
     results = Evaluator(model, loader, args.device, progress=args.progress).run(sources)
     trained = "unfused" if model.fusion is None else f"{model.fusion}-fused"
     print(f"{path}: {len(loader.dataset)} {cfg.data} val images, model trained {trained}; scores in percent")

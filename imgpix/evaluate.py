@@ -47,8 +47,8 @@ class Evaluator:
         self._kept: list[tuple[Tensor, Tensor | None, Tensor]] | None = None
 
     @torch.no_grad()
-    def batches(self, desc: str = "evaluate") -> Iterator[tuple[Tensor, Tensor | None, Tensor]]:
-        """``(logits, labeler scores or None, mask)`` per batch, on ``device``."""
+    def batches(self, desc: str = "evaluate") -> Iterator[tuple[Tensor, Tensor | None, Tensor, Tensor]]:
+        """``(logits, labeler scores or None, mask, true-class presence)`` per batch, on ``device``."""
         if self._kept is not None:
             yield from self._kept
             return
@@ -56,7 +56,8 @@ class Evaluator:
         kept = []
         for image, mask in tqdm(self.loader, desc=desc, leave=False, disable=not self.progress):
             image, mask = image.to(self.device), mask.to(self.device)
-            batch = (self.model.seg(image).float(), self.model.label_scores(image), mask)
+            batch = (self.model.seg(image).float(), self.model.label_scores(image), mask,
+                     from_masks(mask, self.model.num_classes))
             if self.keep:
                 kept.append(batch)
             yield batch
@@ -73,28 +74,26 @@ class Evaluator:
         ``presence @ affinity`` (row c: how strongly class c draws each other class). Counts are
         summed over the processes of a distributed run.
         """
+        from .information import audit
+
         names = [s.name for s in sources]
         if len(set(names)) != len(names):
             raise ValueError(f"label sources must have distinct names, got {names}")
         num_classes = self.model.num_classes
         results = {s.name: SourceResult(s, ConfusionMatrix(num_classes, device=self.device)) for s in sources}
         streams = {s.name: s.generator() for s in sources}
-        for logits, scores, mask in self.batches(desc):
+        affinity = affinity or {}
+        for logits, scores, mask, presence in self.batches(desc):
             for source in sources:
                 result = results[source.name]
-                weights = None
-                if affinity and source.name in affinity:
-                    presence = from_masks(mask, num_classes).double().cpu()
-                    weights = presence @ affinity[source.name].double().cpu()
-                labels = source.resolve(num_classes, mask, scores, streams[source.name], weights)
-                pred = self.model.fuse_logits(logits, labels).argmax(1)
-                result.confusion.update(pred, mask)
+                weights = presence.double().cpu() @ affinity[source.name].double().cpu() if source.name in affinity else None
+                labels = source.resolve(num_classes, mask, scores, streams[source.name], weights, presence)
+                counts = per_image_confusion(self.model.predict(logits, labels), mask, num_classes)
+                result.confusion.add_counts(counts.sum(0))
                 if per_image:
-                    from .information import audit  # only when asked
-
                     record = audit(logits, labels if labels is not None else torch.ones(num_classes), mask)
                     result.images.extend(_rows(record))
-                    result.image_confusion.append(per_image_confusion(pred, mask, num_classes).cpu())
+                    result.image_confusion.append(counts.cpu())
         for result in results.values():
             result.confusion.all_reduce()
         return results
@@ -106,9 +105,9 @@ class Evaluator:
         if self.model.labeler is None:
             raise ValueError("the model has no labeler")
         scores, present = [], []
-        for _, batch_scores, mask in self.batches("labeler"):
+        for _, batch_scores, _, presence in self.batches("labeler"):
             scores.append(batch_scores.cpu())
-            present.append(from_masks(mask, self.model.num_classes).cpu())
+            present.append(presence.cpu())
         return labeler_scores(torch.cat(scores), torch.cat(present), tau, objects)
 
 

@@ -105,7 +105,8 @@ def audit(logits: Tensor, labels: Tensor, target: Tensor, ignore_index: int = IG
     y = torch.where(valid, target.long(), 0)
     kept_pixel = valid & keep.gather(1, y.flatten(1)).view_as(y)
     log_p = torch.log_softmax(z, dim=1)
-    log_q = torch.log_softmax(z.masked_fill(~keep[:, :, None, None], float("-inf")), dim=1)
+    removed = _removed(z, keep)
+    log_q = torch.where(keep[:, :, None, None], log_p + removed[:, None], float("-inf"))  # log P' = log P - log sum_L P
 
     def at_truth(log_probs: Tensor) -> Tensor:
         return log_probs.gather(1, y.unsqueeze(1)).squeeze(1)
@@ -115,10 +116,10 @@ def audit(logits: Tensor, labels: Tensor, target: Tensor, ignore_index: int = IG
         "pixels": valid.sum(dim=(1, 2)),
         "ce_unfused": _image_mean(-at_truth(log_p), kept_pixel),
         "ce_fused": _image_mean(-at_truth(log_q), kept_pixel),
-        "removed": _image_mean(_removed(z, keep), kept_pixel),
+        "removed": _image_mean(removed, kept_pixel),
         "lost_fraction": _image_mean((valid & ~kept_pixel).to(z.dtype), valid),
         "entropy_unfused": _image_mean(_entropy(log_p), valid),
         "entropy_fused": _image_mean(_entropy(log_q), valid),
-        "accuracy_unfused": _image_mean((log_p.argmax(1) == y).to(z.dtype), valid),
-        "accuracy_fused": _image_mean((log_q.argmax(1) == y).to(z.dtype), valid),
+        "accuracy_unfused": _image_mean((log_p.max(1).indices == y).to(z.dtype), valid),
+        "accuracy_fused": _image_mean((log_q.max(1).indices == y).to(z.dtype), valid),
     }

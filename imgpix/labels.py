@@ -168,8 +168,11 @@ class LabelSource:
         return torch.Generator().manual_seed(self.seed) if self.kind == "noisy" else None
 
     def resolve(self, num_classes: int, masks: Tensor | None = None, scores: Tensor | None = None,
-                generator: torch.Generator | None = None, outlier_weights: Tensor | None = None) -> Tensor | None:
-        """The [B, N] bool labels to fuse, or None for the unfused prediction."""
+                generator: torch.Generator | None = None, outlier_weights: Tensor | None = None,
+                presence: Tensor | None = None) -> Tensor | None:
+        """The [B, N] bool labels to fuse, or None for the unfused prediction.
+
+        ``presence``: ``from_masks(masks, num_classes)`` when the caller has it already."""
         if self.kind == "none":
             return None
         if self.kind == "labeler":
@@ -178,9 +181,9 @@ class LabelSource:
             labels = threshold(scores, self.tau)
             labels[:, list(self.protected)] = True  # e.g. background: not an image-level class, always kept
             return labels
-        if masks is None:
+        if masks is None and presence is None:
             raise ValueError(f"label source {self.name!r} needs the ground-truth masks")
-        oracle = from_masks(masks, num_classes)
+        oracle = from_masks(masks, num_classes) if presence is None else presence
         if self.kind == "oracle":
             return oracle
         return corrupt(oracle, self.m, self.k, generator, self.protected, outlier_weights)

@@ -73,6 +73,13 @@ class ConfusionMatrix:
         self.matrix += confusion_matrix(pred, target, self.num_classes, self.ignore_index).to(self.matrix.device)
         return self
 
+    def add_counts(self, counts: Tensor) -> "ConfusionMatrix":
+        """Add an [N, N] count matrix computed elsewhere (e.g. summed per-image matrices)."""
+        if counts.shape != self.matrix.shape:
+            raise ValueError(f"counts must have shape {tuple(self.matrix.shape)}, got {tuple(counts.shape)}")
+        self.matrix += counts.to(self.matrix.device, torch.int64)
+        return self
+
     def merge(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
         if other.num_classes != self.num_classes:
             raise ValueError(f"cannot merge {other.num_classes}-class counts into {self.num_classes}-class ones")

@@ -19,7 +19,7 @@ import io
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -30,7 +30,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import distributed as dist
-from .data import IGNORE_INDEX, NUM_CLASSES, build_dataset
+from .data import IGNORE_INDEX, build_dataset
+from .data.build import DatasetInfo, dataset_info, default_train_split
+from .data.check import check_dataset
 from .evaluate import Evaluator
 from .files import save_atomic, write_atomic, write_json
 from .labels import DEFAULT_TAU, LabelSource, check_tau, from_masks
@@ -53,6 +55,10 @@ class TrainConfig:
 
     data: str = "synthetic"
     root: str | None = None
+    train_split: str | None = None  # None: VOC's trainaug when SBD is there, else train
+    classes: str | None = None  # class-list file of a folder dataset (default: found in root)
+    background: str | None = "auto"  # the class fusion always keeps: auto, none, a name or an id
+    skip_bad_files: bool = False
     model: str = "tiny"
     labeler: str | None = "tiny"
     backbone_weights: str | None = None
@@ -109,9 +115,21 @@ class TrainConfig:
                                  f"got {value}")
 
     @property
+    def info(self) -> DatasetInfo:
+        """Number of classes, their names and the background class of the dataset (no image is read)."""
+        return dataset_info(self.data, self.root, **class_kwargs(self))
+
+    @property
+    def protected(self) -> tuple[int, ...]:
+        """Classes that labeler and noisy labels always keep: the background, if the dataset has one."""
+        background = self.info.background
+        return () if background is None else (background,)
+
+    @property
     def train_source(self) -> LabelSource:
         """The labels fused during training (``train_labels`` parsed; labeler sources use ``tau``)."""
-        return LabelSource.parse(self.train_labels, tau=self.tau, seed=self.seed)
+        protected = self.protected if self.train_labels.startswith(("labeler", "noisy")) else ()
+        return LabelSource.parse(self.train_labels, tau=self.tau, seed=self.seed, protected=protected)
 
     @property
     def eval_source(self) -> LabelSource:
@@ -124,37 +142,71 @@ class TrainConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
+def class_kwargs(cfg: TrainConfig) -> dict:
+    """The dataset arguments that decide its classes."""
+    if cfg.data == "synthetic":
+        return {"family_size": cfg.family_size}
+    return {"background": cfg.background, **({"classes": cfg.classes} if cfg.data == "folder" else {})}
+
+
+def resolve_data(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with the training split chosen (trainaug if VOC has SBD, else train), reading no image."""
+    return cfg if cfg.train_split else replace(cfg, train_split=default_train_split(cfg.data, cfg.root))
+
+
 def build_model(cfg: TrainConfig) -> ImgPixNet:
-    seg = build_segmenter(cfg.model, NUM_CLASSES, backbone_weights=cfg.backbone_weights)
-    labeler = build_labeler(cfg.labeler, NUM_CLASSES) if cfg.labeler else None
-    generator = Generator(NUM_CLASSES) if cfg.generator else None
-    discriminator = Discriminator(NUM_CLASSES) if cfg.discriminator else None
+    """The networks of ``cfg``, sized by the dataset's number of classes."""
+    n = cfg.info.num_classes
+    seg = build_segmenter(cfg.model, n, backbone_weights=cfg.backbone_weights)
+    labeler = build_labeler(cfg.labeler, n) if cfg.labeler else None
+    generator = Generator(n) if cfg.generator else None
+    discriminator = Discriminator(n) if cfg.discriminator else None
     return ImgPixNet(seg, labeler, generator, fusion=cfg.fusion, discriminator=discriminator)
 
 
-def dataset_kwargs(cfg: TrainConfig, split: str, epoch: int | None = None) -> dict:
+def dataset_kwargs(cfg: TrainConfig, split: str) -> dict:
     """Constructor arguments of ``cfg``'s dataset for ``split``. Synthetic training images are drawn
-    afresh each ``epoch`` from ``(seed, epoch, index)`` unless ``cfg.fixed_train``; val is one fixed set."""
+    afresh each epoch from ``(seed, epoch, index)`` unless ``cfg.fixed_train``; val is one fixed set."""
     if cfg.data == "synthetic":
         count = cfg.num_train if split == "train" else cfg.num_val
         scenes = {"size": cfg.image_size, "preset": cfg.scene_preset, "ambiguity": cfg.ambiguity,
                   "family_size": cfg.family_size, "co_occurrence": cfg.co_occurrence}
         if split == "train":
-            scenes.update(seed=cfg.seed, epoch=None if cfg.fixed_train or epoch is None else epoch)
+            scenes.update(seed=cfg.seed, epoch=None if cfg.fixed_train else 0)
         return {**scenes, **({"num_images": count} if count else {})}
-    crop = cfg.crop_size if split != "val" else None
-    return {"root": cfg.root, "crop_size": crop, "augment": split != "val"}
+    train = split != "val"
+    return {"root": cfg.root, "crop_size": cfg.crop_size if train else None, "augment": train,
+            **({"seed": cfg.seed} if train else {}), **class_kwargs(cfg)}
 
 
-def build_loader(cfg: TrainConfig, split: str, shuffle: bool, epoch: int = 0) -> DataLoader:
-    """A DataLoader of ``split``; ``epoch`` seeds the shuffle (and the fresh synthetic images)."""
-    dataset = build_dataset(cfg.data, "trainaug" if cfg.data == "voc" and split == "train" else split,
-                            **dataset_kwargs(cfg, split, epoch))
-    batch = 1 if cfg.data == "voc" and split == "val" else cfg.batch_size
+def build_split(cfg: TrainConfig, split: str):
+    """The dataset of ``split`` ("train" means ``cfg.train_split``)."""
+    name = (cfg.train_split or default_train_split(cfg.data, cfg.root)) if split == "train" else split
+    return build_dataset(cfg.data, name, **dataset_kwargs(cfg, split))
+
+
+def checked_split(cfg: TrainConfig, split: str, log: Callable[[str], None] = print):
+    """:func:`build_split`, its files checked first (BadFilesError names them; ``skip_bad_files`` drops them)."""
+    dataset, warning = check_dataset(build_split(cfg, split), skip_bad_files=cfg.skip_bad_files)
+    if warning:
+        log(warning)
+    return dataset
+
+
+def make_loader(cfg: TrainConfig, dataset, shuffle: bool, epoch: int = 0) -> DataLoader:
+    """A DataLoader over ``dataset``; ``epoch`` seeds the shuffle, the augmentation and fresh synthetic images."""
+    if shuffle and getattr(dataset, "epoch", None) is not None:
+        dataset.epoch = epoch
+    batch = cfg.batch_size if cfg.data == "synthetic" or shuffle else 1  # real val images differ in size
     sampler = dist.sampler(dataset, shuffle=shuffle, seed=cfg.seed + epoch)
     generator = torch.Generator().manual_seed(cfg.seed + epoch)
     return DataLoader(dataset, batch_size=batch, shuffle=shuffle and sampler is None, sampler=sampler,
                       generator=generator, num_workers=cfg.workers, drop_last=shuffle)
+
+
+def build_loader(cfg: TrainConfig, split: str, shuffle: bool = False, epoch: int = 0) -> DataLoader:
+    """``make_loader`` over ``build_split(cfg, split)``."""
+    return make_loader(cfg, build_split(cfg, split), shuffle, epoch)
 
 
 class DivergedError(ValueError):
@@ -380,9 +432,15 @@ def resume_or_start(trainer: Trainer, out: Path) -> None:
 
 
 def train(cfg: TrainConfig, out: str | Path, log: Callable[[str], None] = print) -> Trainer:
-    """Train for ``cfg.epochs`` epochs, evaluating on val after each; resumable from ``out``."""
+    """Train for ``cfg.epochs`` epochs, evaluating on val after each; resumable from ``out``.
+
+    The data are checked before ``out`` is touched: a bad file stops the run with nothing written."""
     out = Path(out)
-    val_loader = build_loader(cfg, "val", shuffle=False)  # bad data fails here, before ``out`` is touched
+    cfg = resolve_data(cfg)
+    if cfg.data != "synthetic":
+        log(f"training on {cfg.data} split {cfg.train_split!r} of {cfg.root}")
+    train_set, val_set = checked_split(cfg, "train", log), checked_split(cfg, "val", log)
+    val_loader = make_loader(cfg, val_set, shuffle=False)
     trainer = Trainer(cfg)
     if dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
@@ -395,7 +453,7 @@ def train(cfg: TrainConfig, out: str | Path, log: Callable[[str], None] = print)
     while trainer.epoch < cfg.epochs:
         start = time.perf_counter()
         torch.manual_seed(cfg.seed + 1000 * (trainer.epoch + 1))
-        losses = trainer.train_epoch(build_loader(cfg, "train", shuffle=True, epoch=trainer.epoch + 1))
+        losses = trainer.train_epoch(make_loader(cfg, train_set, shuffle=True, epoch=trainer.epoch + 1))
         losses = dist.mean_over_ranks(losses, trainer.device)
         dist.broadcast_buffers(trainer.model)  # every rank evaluates the BN statistics rank 0 saves
         result = evaluate(trainer.model, val_loader, cfg.eval_source, trainer.device)

@@ -194,7 +194,7 @@ def evaluate_rows(model, loader, tcfg: TrainConfig, rows: list[Row], progress: b
     sources = {row.labels: label_source(row.labels, tcfg) for row in rows}
     matrices = {row.spec: [] for row in rows}
     agree = {row.spec: [0, 0] for row in rows if row.fusion}
-    for logits, scores, mask in Evaluator(model, loader, tcfg.device, progress).batches(f"evaluate {tcfg.seed}"):
+    for logits, scores, mask, *_ in Evaluator(model, loader, tcfg.device, progress).batches(f"evaluate {tcfg.seed}"):
         valid = mask != IGNORE_INDEX
         own = {}
         for row in sorted(rows, key=lambda r: r.fusion is not None):  # own operator first: the agreement's reference

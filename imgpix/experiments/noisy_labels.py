@@ -133,9 +133,10 @@ def _noise_seed(seed: int, *parts) -> int:
 
 
 def conditions(cfg: NoiseConfig, seed: int) -> dict[str, LabelSource]:
-    """Display name -> label source. Noise depends on (seed, m, k) only: every model sees the same labels."""
-    def noisy(m: int, k: int | None, tag: str = "") -> LabelSource:
-        return LabelSource("noisy", m=m, k=k, seed=_noise_seed(seed, m, k, tag), protected=cfg.protected, tag=tag)
+    """Display name -> label source. Noise depends on (seed, k) only: every model sees the same labels, a
+    larger m adds outliers to a smaller m's, and case3 adds outliers to case2's kept classes."""
+    def noisy(m: int, k: int | None, tag: str = "") -> LabelSource:  # one stream per k: case3 = case2 + outliers
+        return LabelSource("noisy", m=m, k=k, seed=_noise_seed(seed, k, tag), protected=cfg.protected, tag=tag)
 
     table = {"unfused": LabelSource("none"), "oracle": LabelSource("oracle"),
              f"case1 (m={cfg.m})": noisy(cfg.m, None), f"case2 (k={cfg.k})": noisy(0, cfg.k),
@@ -143,8 +144,9 @@ def conditions(cfg: NoiseConfig, seed: int) -> dict[str, LabelSource]:
              f"labeler@{cfg.tau:g}": LabelSource("labeler", tau=cfg.tau, protected=cfg.protected)}
     for m in THEORY_MS:
         table.setdefault(f"case1 (m={m})", noisy(m, None))
-        table[f"case1 (m={m}) confusable"] = noisy(m, None, "confusable")
-        table[f"case1 (m={m}) distant"] = noisy(m, None, "distant")
+    m = max(cfg.m, 1)
+    table[f"case1 (m={m}) confusable"] = noisy(m, None, "confusable")
+    table[f"case1 (m={m}) distant"] = noisy(m, None, "distant")
     return table
 
 

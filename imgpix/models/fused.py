@@ -55,6 +55,17 @@ class ImgPixNet(nn.Module):
         """log P' from logits with this model's fusion mode (Eq. 1 for a model trained unfused)."""
         return fused_log_probs(logits, labels, self.fusion or "dot")
 
+    def predict(self, logits: Tensor, labels: Tensor | None) -> Tensor:
+        """Class ids [B,H,W]: ``argmax P'``. For dot fusion (and unfused) that is the argmax of the logits
+        over the kept classes, so the renormalisation is skipped."""
+        soft = labels is not None and labels.dtype != torch.bool and not bool(((labels == 0) | (labels == 1)).all())
+        if self.fusion not in (None, "dot") or labels is None or soft:
+            source = logits if labels is None else self.fuse_logits(logits, labels)
+            return source.max(1).indices  # max().indices: about 2x faster than argmax on CPU
+        keep = labels.to(logits.device).bool()
+        keep = (keep | ~keep.any(1, keepdim=True))[:, :, None, None]  # an empty row keeps all (the fallback)
+        return logits.masked_fill(~keep, float("-inf")).max(1).indices
+
     def reconstruct(self, log_probs: Tensor) -> Tensor | None:
         """Eq. 3's ``g(P')``: the generator's image from the fused probabilities."""
         return None if self.generator is None else self.generator(log_probs.exp())
