@@ -15,7 +15,8 @@ one run (``measure_ratio``): absolute times on a shared machine are noise.
 * ``measure(fn, device)`` -- median seconds of ``fn()`` after a warm-up, with
   ``torch.cuda.synchronize`` inside the timed region on GPU.
 * ``measure_ratio(fn, baseline, device)`` -- a ``Ratio``: per-round ratios with
-  the two sides interleaved, extra rounds only while their spread is high.
+  the two sides interleaved, extra rounds only while the rounds are too spread
+  out for their median to be sure.
 * ``copy_fwd`` / ``copy_fwd_bwd`` -- the bandwidth baseline: a tensor copy
   (``x.clone()``) of the same size, forward or forward + backward;
   ``fwd_bwd(op, x, grad)`` the same harness for any op.
@@ -26,6 +27,7 @@ one run (``measure_ratio``): absolute times on a shared machine are noise.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from contextlib import contextmanager
@@ -140,6 +142,12 @@ class Ratio:
         q1, q2, q3 = statistics.quantiles(self.rounds, n=4, method="inclusive")
         return (q3 - q1) / q2
 
+    @property
+    def error(self) -> float:
+        """Relative uncertainty of the median, ``spread / sqrt(rounds)`` (its standard error for normal noise
+        is 0.93x this)."""
+        return self.spread / math.sqrt(len(self.rounds))
+
 
 def measure_ratio(
     fn: Callable[[], object],
@@ -149,14 +157,14 @@ def measure_ratio(
     warmup: int = 2,
     repeats: int = 10,
     max_repeats: int | None = None,
-    max_spread: float = 0.05,
+    tolerance: float = 0.02,
     clock: str | Callable[[], float] = "wall",
 ) -> Ratio:
     """``repeats`` rounds of ``time(fn) / time(baseline)``, the two interleaved in alternating order.
 
-    While the rounds' ``Ratio.spread`` exceeds ``max_spread``, rounds are added,
-    up to ``max_repeats`` in all (default ``repeats``): a quiet machine pays for
-    ``repeats`` rounds only.
+    While the median's uncertainty ``Ratio.error`` exceeds ``tolerance``, rounds
+    are added, up to ``max_repeats`` in all (default ``repeats``): a quiet
+    machine pays for ``repeats`` rounds only.
     """
     max_repeats = repeats if max_repeats is None else max_repeats
     if not 1 <= repeats <= max_repeats:
@@ -165,7 +173,7 @@ def measure_ratio(
         fn()
         baseline()
     ratios: list[float] = []
-    while len(ratios) < repeats or (Ratio(tuple(ratios)).spread > max_spread and len(ratios) < max_repeats):
+    while len(ratios) < repeats or (Ratio(tuple(ratios)).error > tolerance and len(ratios) < max_repeats):
         if len(ratios) % 2:  # alternate the order too, so neither side always runs "second"
             b = time_once(baseline, device, clock)
             a = time_once(fn, device, clock)

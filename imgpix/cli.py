@@ -12,7 +12,7 @@ from . import theory
 from .labels import LabelSource, check_tau
 from .data.build import DATASETS
 from .data.synthetic import PRESETS as SCENE_PRESETS
-from .train import LABELERS, MODELS, PROCEDURES, TrainConfig
+from .train import CHECKPOINT, LABELERS, MODELS, PROCEDURES, TrainConfig
 
 DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
@@ -36,6 +36,23 @@ _positive = _checked(int, lambda v: v >= 1, "an integer >= 1")
 _count = _checked(int, lambda v: v >= 0, "an integer >= 0")
 _rate = _checked(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
 _unit = _checked(float, lambda v: check_tau(v) == v, "a number in [0, 1]")
+SOURCE_HELP = {"none": "unfused = no image labels", "oracle": "oracle = the true image labels (from the masks)",
+               "labeler": "labeler@tau = the classes the checkpoint's image labeler scores >= tau",
+               "noisy": "noisy(m,k) = the true labels, m outlier classes added, k true classes kept"}
+
+
+def _label_source(text: str) -> str:
+    """An argparse type: a label-source text whose syntax and ranges are checked now (tau, N come later)."""
+    try:
+        LabelSource.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def _quiet_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-q", "--no-progress", dest="progress", action="store_false",
+                        help="no progress bars (results and errors are still printed)")
 
 
 def _common_args(parser: argparse.ArgumentParser, data_default: str | None) -> None:
@@ -52,7 +69,7 @@ def _common_args(parser: argparse.ArgumentParser, data_default: str | None) -> N
     parser.add_argument("--device", default=DEFAULTS["device"], help="cpu, cuda, cuda:1, ... (default: %(default)s)")
     parser.add_argument("--tau", type=_unit, default=None,
                         help=f"labeler threshold in [0, 1] (default: {DEFAULTS['tau']}, or the checkpoint's)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    _quiet_arg(parser)
 
 
 def _train_parser(commands) -> None:
@@ -67,7 +84,7 @@ def _train_parser(commands) -> None:
     add("--generator", action=argparse.BooleanOptionalAction, default=DEFAULTS["generator"])
     add("--discriminator", action="store_true", help="Table 2 ablation (implies --no-generator)")
     add("--procedure", choices=PROCEDURES, default=DEFAULTS["procedure"])
-    add("--train-labels", default=DEFAULTS["train_labels"], metavar="SOURCE",
+    add("--train-labels", type=_label_source, default=DEFAULTS["train_labels"], metavar="SOURCE",
         help="labels fused during training: oracle, labeler, noisy:m=M,k=K or none (default: %(default)s)")
     for name, kind in (("epochs", _positive), ("batch_size", _positive), ("lr", _rate), ("seed", _count),
                        ("image_size", _positive), ("crop_size", _positive), ("workers", _count)):
@@ -96,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="PA / MPA / FWAA / MIOU of a checkpoint, in percent")
     _common_args(evaluate, None)
     evaluate.add_argument("--checkpoint", required=True, help="checkpoint.pt, or the --out directory of train")
-    evaluate.add_argument("--label-source", action="append", metavar="SOURCE",
+    evaluate.add_argument("--label-source", type=_label_source, action="append", metavar="SOURCE",
                           help="labels fused at test time: none, oracle, labeler[@tau], noisy:m=M,k=K; repeat "
                                "for several rows (default: labeler if trained with one, else oracle; none for "
                                "a model trained unfused)")
@@ -107,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--n", type=_positive, default=3)
     table.add_argument("--m", type=_positive, default=2)
     table.add_argument("--k", type=_positive, default=1)
+    _quiet_arg(table)  # theory draws no bars; accepted so that one switch works on every command
     return parser
 
 
@@ -114,8 +132,8 @@ def run_train(args) -> None:
     from . import distributed
     from .train import train
 
+    _check_root(args.data, args.root)
     device = distributed.init_from_env(args.device)
-    _need_root(args.data, args.root)
     given = {name: value for name, value in vars(args).items() if name in DEFAULTS and value is not None}
     cfg = TrainConfig(**{
         **given, "device": device, "labeler": None if args.labeler == "none" else args.labeler,
@@ -129,9 +147,21 @@ def run_train(args) -> None:
         distributed.shutdown()
 
 
-def _need_root(data: str, root: str | None) -> None:
+def _check_root(data: str, root: str | None) -> None:
+    """voc and folder data need --root; synthetic data has none (a given one would be silently ignored)."""
     if data in ("voc", "folder") and not root:
         raise ValueError(f"--data {data} needs --root DIR (the dataset folder)")
+    if data == "synthetic" and root:
+        raise ValueError(f"--root is for --data voc or folder; the synthetic data has no folder (got --root {root})")
+
+
+def _checkpoint_file(text: str) -> Path:
+    """``--checkpoint``: a checkpoint file, or a train --out directory holding one."""
+    path = Path(text)
+    if path.is_dir() and not (path / CHECKPOINT).is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path} holds no {CHECKPOINT} (train writes one into its "
+                                "--out directory after each epoch)")
+    return path / CHECKPOINT if path.is_dir() else path
 
 
 def default_sources(model, tau: float, protected: tuple[int, ...] = ()) -> list[LabelSource]:
@@ -150,14 +180,16 @@ def run_evaluate(args) -> None:
     from .metrics import METRIC_NAMES
     from .train import checked_split, load_checkpoint, make_loader
 
-    path = Path(args.checkpoint)
-    model, cfg, _ = load_checkpoint(path / "checkpoint.pt" if path.is_dir() else path, args.device)
+    path = _checkpoint_file(args.checkpoint)
+    model, cfg, state = load_checkpoint(path, args.device)
     given = {name: getattr(args, name) for name in ("data", "root", "classes", "background", "skip_bad_files",
                                                       "num_val") if getattr(args, name) is not None}
     cfg = replace(cfg, device=args.device, **given)
-    _need_root(cfg.data, cfg.root)
+    _check_root(cfg.data, cfg.root)
     if cfg.info.num_classes != model.num_classes:
-        raise ValueError(f"the checkpoint has {model.num_classes} classes, the {cfg.data} data {cfg.info.num_classes}")
+        where = f" in {cfg.root}" if cfg.root else ""
+        raise ValueError(f"{path} was trained on {model.num_classes} classes, but the {cfg.data} data{where} has "
+                         f"{cfg.info.num_classes}: evaluate it on data with the classes it was trained on")
     tau = cfg.tau if args.tau is None else args.tau
     sources = ([LabelSource.parse(text, tau=tau, protected=cfg.protected) for text in args.label_source]
                if args.label_source else default_sources(model, tau, cfg.protected))
@@ -166,13 +198,15 @@ def run_evaluate(args) -> None:
     loader = make_loader(cfg, checked_split(cfg, "val", lambda text: print(text, file=sys.stderr)), shuffle=False)
     results = Evaluator(model, loader, args.device, progress=args.progress).run(sources)
     trained = "unfused" if model.fusion is None else f"{model.fusion}-fused"
-    print(f"{path}: {len(loader.dataset)} {cfg.data} val images, model trained {trained}; scores in percent")
+    print(f"{path} (epoch {state['epoch']}, trained {trained}) on {len(loader.dataset)} {cfg.data} val images; "
+          "scores in percent")
     print(f"| labels | {' | '.join(METRIC_NAMES)} |")
     print(f"|---|{'---|' * len(METRIC_NAMES)}")
     for name, result in results.items():
         posthoc = " (post-hoc)" if model.fusion is None and result.source.fused else ""
         values = " | ".join(f"{100 * result.scores[k]:.2f}" for k in METRIC_NAMES)
         print(f"| {name}{posthoc} | {values} |")
+    print("labels: " + "; ".join(SOURCE_HELP[kind] for kind in dict.fromkeys(s.kind for s in sources)))
 
 
 def run_theory(args) -> None:
@@ -192,14 +226,21 @@ def run_theory(args) -> None:
         print(f"{name:34s} {value:.4f}")
 
 
+def _resume_hint(args) -> str:
+    checkpoint = Path(args.out) / CHECKPOINT
+    if checkpoint.is_file():
+        return f"; {checkpoint} holds the last finished epoch: rerun the same command to resume from it"
+    return " before the first epoch finished (nothing kept): rerun the same command to start again"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = {"train": run_train, "evaluate": run_evaluate, "theory": run_theory}[args.command]
     try:
         command(args)
     except KeyboardInterrupt:
-        hint = "; rerun the same command to resume from the last checkpoint" if args.command == "train" else ""
-        print(f"imgpix {args.command}: interrupted{hint}", file=sys.stderr)
+        print(f"imgpix {args.command}: interrupted{_resume_hint(args) if args.command == 'train' else ''}",
+              file=sys.stderr)
         return EXIT_INTERRUPTED
     except (OSError, ValueError) as error:
         print(f"imgpix {args.command}: error: {error}", file=sys.stderr)

@@ -27,7 +27,7 @@ LOG_FUSION_MODES = (*FUSION_MODES, "logit_add")
 LOGIT_ADD_BETA = 2.0  # logit boost of a labelled class in "logit_add": a prior odds factor of e^2 ~ 7.4
 
 
-def _check_labels(labels: Tensor, batch: int, num_classes: int) -> Tensor:
+def check_labels(labels: Tensor, batch: int, num_classes: int) -> Tensor:
     """Validate labels and return them as a [B, N] float tensor."""
     if not isinstance(labels, Tensor):
         raise ValueError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
@@ -47,7 +47,7 @@ def _check_labels(labels: Tensor, batch: int, num_classes: int) -> Tensor:
     return labels
 
 
-def _check_maps(maps: Tensor, name: str) -> None:
+def check_maps(maps: Tensor, name: str) -> None:
     if not isinstance(maps, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(maps).__name__}")
     if maps.dim() != 4:
@@ -74,9 +74,9 @@ def fuse(probs: Tensor, labels: Tensor, *, mode: str = "dot") -> Tensor:
     if not isinstance(probs, Tensor) or not probs.is_floating_point():
         raise ValueError(f"probs must be a floating-point torch.Tensor, got {type(probs).__name__}"
                          f"{'' if not isinstance(probs, Tensor) else ' of ' + str(probs.dtype)}")
-    _check_maps(probs, "probs")
+    check_maps(probs, "probs")
     batch, num_classes = probs.shape[:2]
-    labels = _check_labels(labels, batch, num_classes)
+    labels = check_labels(labels, batch, num_classes)
     work = probs.double()  # float32 products of tiny probabilities would round as subnormals
     if not bool(torch.isfinite(work).all()):
         raise ValueError("probs contain NaN or infinite values")
@@ -106,13 +106,13 @@ def fuse_log(logits: Tensor, labels: Tensor) -> Tensor:
     computed in float32). The gradient w.r.t. logits of absent classes is 0.
     NaN or infinite logits raise ``ValueError``, as NaN probabilities do in :func:`fuse`.
     """
-    _check_maps(logits, "logits")
+    check_maps(logits, "logits")
     if not logits.is_floating_point():
         raise ValueError(f"logits must be a floating-point tensor, got {logits.dtype}")
     if not bool(torch.isfinite(logits).all()):
         raise ValueError("logits contain NaN or infinite values")
     batch, num_classes = logits.shape[:2]
-    labels = _check_labels(labels, batch, num_classes)
+    labels = check_labels(labels, batch, num_classes)
     weights = _with_empty_rows_filled(labels).to(logits.device)[:, :, None, None]
     return fast_masked_log_softmax(logits, weights)  # = masked_log_softmax, on present channels only
 
@@ -137,7 +137,7 @@ def fused_log_probs(logits: Tensor, labels: Tensor | None, mode: str = "dot") ->
     if labels is None:
         return torch.log_softmax(logits, dim=1)
     if mode == "logit_add":
-        weights = _check_labels(labels, *logits.shape[:2]).to(logits.device, logits.dtype)
+        weights = check_labels(labels, *logits.shape[:2]).to(logits.device, logits.dtype)
         return torch.log_softmax(logits + LOGIT_ADD_BETA * weights[:, :, None, None], dim=1)
     if mode == "add":
         return fuse(torch.softmax(logits, dim=1), labels, mode="add").log()

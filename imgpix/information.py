@@ -23,13 +23,13 @@ import torch
 from torch import Tensor
 
 from .data.common import IGNORE_INDEX
-from .fusion import _check_labels, _check_maps
+from .fusion import check_labels, check_maps
 from .labels import from_masks
 
 
 def _logits(logits: Tensor) -> Tensor:
     """Checked logits [B,N,H,W] in the dtype the computation uses."""
-    _check_maps(logits, "logits")
+    check_maps(logits, "logits")
     if not logits.is_floating_point():
         raise ValueError(f"logits must be floating point, got {logits.dtype}")
     if not bool(torch.isfinite(logits).all()):
@@ -39,7 +39,7 @@ def _logits(logits: Tensor) -> Tensor:
 
 def _kept(labels: Tensor, logits: Tensor) -> Tensor:
     """[B, N] bool: the classes each image's labels keep (weight > 0; an empty row keeps all)."""
-    keep = _check_labels(labels, logits.shape[0], logits.shape[1]).to(logits.device) != 0
+    keep = check_labels(labels, logits.shape[0], logits.shape[1]).to(logits.device) != 0
     return keep | ~keep.any(dim=1, keepdim=True)
 
 

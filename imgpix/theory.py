@@ -19,9 +19,14 @@ def _ints(name: str, value) -> np.ndarray:
     return array.astype(np.int64)
 
 
-def _require(condition, bound: str) -> None:
-    if not np.all(condition):
-        raise ValueError(f"out of domain: {bound} does not hold")
+def _require(condition, bound: str, **values) -> None:
+    """ValueError naming ``bound`` and the ``values`` at its first failing element."""
+    condition = np.asarray(condition)
+    if condition.all():
+        return
+    first = np.unravel_index(np.argmin(condition), condition.shape)
+    shown = ", ".join(f"{name}={np.broadcast_to(value, condition.shape)[first]}" for name, value in values.items())
+    raise ValueError(f"out of domain: {bound} does not hold ({shown})")
 
 
 def _out(value: np.ndarray):
@@ -30,41 +35,41 @@ def _out(value: np.ndarray):
 
 def _check_N_n(N, n):
     N, n = _ints("N", N), _ints("n", n)
-    _require(N >= 1, "N >= 1")
-    _require((1 <= n) & (n <= N), "1 <= n <= N")
+    _require(N >= 1, "N >= 1", N=N)
+    _require((1 <= n) & (n <= N), "1 <= n <= N", N=N, n=n)
     return N, n
 
 
 def _check_n_m(n, m, N=None):
     n, m = _ints("n", n), _ints("m", m)
-    _require(n >= 1, "n >= 1")
-    _require(m >= 1, "m >= 1")
+    _require(n >= 1, "n >= 1", n=n)
+    _require(m >= 1, "m >= 1", m=m)
     if N is not None:
         N, n = _check_N_n(N, n)
-        _require(m <= N - n, "m <= N - n")
+        _require(m <= N - n, "m <= N - n", N=N, n=n, m=m)
     return n, m
 
 
 def _check_k(k, n=None):
     k = _ints("k", k)
-    _require(k >= 1, "k >= 1")
+    _require(k >= 1, "k >= 1", k=k)
     if n is not None:
         n = _ints("n", n)
-        _require(k < n, "k < n")
+        _require(k < n, "k < n", n=n, k=k)
     return k
 
 
 def self_information(N):
     """Eq. 4: information of one pixel label under a uniform prior, ``log N``."""
     N = _ints("N", N)
-    _require(N >= 1, "N >= 1")
+    _require(N >= 1, "N >= 1", N=N)
     return _out(np.log(N))
 
 
 def valid_information(n):
     """Eq. 5: information left once the n image classes are known, ``log n``."""
     n = _ints("n", n)
-    _require(n >= 1, "n >= 1")
+    _require(n >= 1, "n >= 1", n=n)
     return _out(np.log(n))
 
 
@@ -77,7 +82,7 @@ def removed_information(N, n):
 def image_removed_information(N, n, w, h):
     """Eq. 6 summed over a w x h image: ``w * h * log(N/n)``."""
     w, h = _ints("w", w), _ints("h", h)
-    _require((w >= 1) & (h >= 1), "w >= 1 and h >= 1")
+    _require((w >= 1) & (h >= 1), "w >= 1 and h >= 1", w=w, h=h)
     return _out(w * h * np.asarray(removed_information(N, n)))
 
 
@@ -108,12 +113,12 @@ def case2_lost(n, k):
 def case3_learned(m, k):
     """Eq. 13: information to learn with m outliers and k kept labels, ``log(m + k)``."""
     m, k = _ints("m", m), _check_k(k)
-    _require(m >= 1, "m >= 1")
+    _require(m >= 1, "m >= 1", m=m)
     return _out(np.log(m + k))
 
 
 def case3_outlier(m, k):
     """Eq. 14: outlier information added to the k kept labels, ``log((m + k)/k)``."""
     m, k = _ints("m", m), _check_k(k)
-    _require(m >= 1, "m >= 1")
+    _require(m >= 1, "m >= 1", m=m)
     return _out(np.log((m + k) / k))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields, replace
@@ -187,7 +188,8 @@ def build_split(cfg: TrainConfig, split: str):
 
 def checked_split(cfg: TrainConfig, split: str, log: Callable[[str], None] = print):
     """:func:`build_split`, its files checked first (BadFilesError names them; ``skip_bad_files`` drops them)."""
-    dataset, warning = check_dataset(build_split(cfg, split), skip_bad_files=cfg.skip_bad_files)
+    dataset, warning = check_dataset(build_split(cfg, split), skip_bad_files=cfg.skip_bad_files,
+                                     progress=cfg.progress and dist.is_main())
     if warning:
         log(warning)
     return dataset
@@ -237,6 +239,7 @@ class Trainer:
         self.labeler_opt = (torch.optim.Adam(self.model.labeler.parameters(), lr=cfg.aux_lr, fused=True)
                             if self.model.labeler is not None else None)
         self.epoch = 0
+        self.updates = 0  # steps of the segmentation net: the budget experiments match
         self.label_stream = cfg.train_source.generator()
 
     def autocast(self):
@@ -248,9 +251,13 @@ class Trainer:
         with self.autocast():
             logits = self.seg(image)
         if not bool(torch.isfinite(logits).all()):
-            raise DivergedError(f"training diverged: non-finite logits in epoch {self.epoch + 1}; the last "
-                                f"checkpoint (epoch {self.epoch}) is kept; try a smaller --lr")
+            raise self.diverged("non-finite logits")
         return self.model.fuse_logits(logits, labels)
+
+    def diverged(self, what: str) -> DivergedError:
+        """The error that stops a run whose ``what`` became NaN or infinite in the current epoch."""
+        kept = f"the checkpoint of epoch {self.epoch} is kept" if self.epoch else "no epoch finished, none is kept"
+        return DivergedError(f"training diverged: {what} in epoch {self.epoch + 1}; {kept}; try a smaller --lr")
 
     def aux_step_loss(self, log_probs: Tensor, image: Tensor, mask: Tensor) -> Tensor:
         """Step 2: the generator (Eq. 3) or the discriminator alone, on a frozen ``P'``."""
@@ -275,6 +282,7 @@ class Trainer:
         if self.aux is None or self.cfg.procedure == "3step":
             seg_loss = segmentation_loss(self.fused(image, labels), mask)
             step(seg_loss, self.seg_opt)
+            self.updates += 1
             losses["seg"] = seg_loss.item()
         if self.aux is None:
             return losses
@@ -287,6 +295,7 @@ class Trainer:
         joint = seg_loss + self.cfg.aux_weight * self.aux_joint_loss(log_probs, image)
         joint_opts = (self.seg_opt, self.aux_opt) if self.model.generator is not None else (self.seg_opt,)
         step(joint, *joint_opts)
+        self.updates += 1
         losses["joint"] = joint.item()
         losses.setdefault("seg", seg_loss.item())
         return losses
@@ -310,9 +319,7 @@ class Trainer:
                 losses["labeler"] = self.labeler_iteration(image, mask)
             bad = [name for name, value in losses.items() if not math.isfinite(value)]
             if bad:
-                raise DivergedError(f"training diverged: non-finite {', '.join(bad)} loss in epoch {self.epoch + 1}, "
-                                    f"iteration {count}; the last checkpoint (epoch {self.epoch}) is kept; "
-                                    "try a smaller --lr")
+                raise self.diverged(f"non-finite {', '.join(bad)} loss at iteration {count}")
             for name, value in losses.items():
                 totals[name] = totals.get(name, 0.0) + value
             bar.set_postfix({name: f"{value / count:.3f}" for name, value in totals.items()})
@@ -325,7 +332,7 @@ class Trainer:
         return image, mask.to(self.device, non_blocking=True)
 
     def state(self) -> dict:
-        return {"config": asdict(self.cfg), "epoch": self.epoch, "model": self.model.state_dict(),
+        return {"config": asdict(self.cfg), "epoch": self.epoch, "updates": self.updates, "model": self.model.state_dict(),
                 "seg_opt": self.seg_opt.state_dict(),
                 "aux_opt": self.aux_opt.state_dict() if self.aux_opt else None,
                 "labeler_opt": self.labeler_opt.state_dict() if self.labeler_opt else None}
@@ -336,7 +343,7 @@ class Trainer:
         for name in ("aux_opt", "labeler_opt"):
             if getattr(self, name) is not None:
                 getattr(self, name).load_state_dict(state[name])
-        self.epoch = state["epoch"]
+        self.epoch, self.updates = state["epoch"], state.get("updates", 0)
 
 
 def step(loss: Tensor, *optimizers: torch.optim.Optimizer) -> None:
@@ -416,7 +423,10 @@ def resume_or_start(trainer: Trainer, out: Path) -> None:
         if dist.is_main():  # rows of an epoch killed before its first checkpoint
             truncate_history(out / HISTORY, 0)
         return
-    state = read_checkpoint(ckpt, trainer.device)
+    try:
+        state = read_checkpoint(ckpt, trainer.device)
+    except ValueError as error:
+        raise ValueError(f"{error}; delete it to train afresh, or use another --out directory") from None
     # torchrun gives rank r the device cuda:r: compare the device type, not the index
     saved = {k: torch.device(v).type if k == "device" else v
              for k, v in state["config"].items() if k not in RUNTIME_ONLY}
@@ -431,10 +441,48 @@ def resume_or_start(trainer: Trainer, out: Path) -> None:
         truncate_history(out / HISTORY, trainer.epoch)
 
 
+def make_out_dir(out: Path) -> bool:
+    """Create ``out`` and its parents; True if ``out`` is new. OSError naming ``out`` if it cannot be written."""
+    new = not out.is_dir()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        why = "a file of that name exists" if isinstance(error, FileExistsError) else error.strerror or error
+        raise OSError(f"cannot create the --out directory {out}: {why}") from None
+    if not os.access(out, os.W_OK):
+        raise OSError(f"cannot write into the --out directory {out}: permission denied")
+    return new
+
+
+def discard_failed_start(out: Path, created: bool) -> None:
+    """Remove what a run that stopped before its first checkpoint wrote (and ``out`` itself if it made it)."""
+    for name in ("config.json", HISTORY):
+        (out / name).unlink(missing_ok=True)
+    if created and not any(out.iterdir()):
+        out.rmdir()
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` as a person reads a time estimate: "40 s", "12 min", "3.5 h"."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def epoch_line(row: dict, cfg: TrainConfig, seconds_left: float) -> str:
+    """The log line of a finished epoch: losses, val scores in percent, the time the remaining epochs need."""
+    values = " ".join(f"{k}={v:.4f}" if k.startswith("loss") else f"{k}={v:.2f}%" if k in METRIC_NAMES else f"{k}={v}"
+                      for k, v in row.items() if k != "epoch")
+    left = f"; about {duration(seconds_left)} left" if row["epoch"] < cfg.epochs else ""
+    return f"epoch {row['epoch']}/{cfg.epochs}: {values} ({cfg.eval_source.name} labels){left}"
+
+
 def train(cfg: TrainConfig, out: str | Path, log: Callable[[str], None] = print) -> Trainer:
     """Train for ``cfg.epochs`` epochs, evaluating on val after each; resumable from ``out``.
 
-    The data are checked before ``out`` is touched: a bad file stops the run with nothing written."""
+    The data are checked before ``out`` is touched: a bad file stops the run with nothing written.
+    A run that stops (error, Ctrl-C) before its first checkpoint removes what it wrote; a later
+    stop keeps the last checkpoint. A NaN or infinite loss stops the run with :class:`DivergedError`."""
     out = Path(out)
     cfg = resolve_data(cfg)
     if cfg.data != "synthetic":
@@ -442,30 +490,41 @@ def train(cfg: TrainConfig, out: str | Path, log: Callable[[str], None] = print)
     train_set, val_set = checked_split(cfg, "train", log), checked_split(cfg, "val", log)
     val_loader = make_loader(cfg, val_set, shuffle=False)
     trainer = Trainer(cfg)
-    if dist.is_main():
-        out.mkdir(parents=True, exist_ok=True)
+    created = dist.is_main() and make_out_dir(out)
     resume_or_start(trainer, out)
+    main = dist.is_main()
     if trainer.epoch >= cfg.epochs:
-        log(f"{out} already holds all {trainer.epoch} epochs of this run: nothing to train")
+        if main:
+            log(f"{out} already holds {trainer.epoch} epochs of this run: nothing to train (raise --epochs "
+                "to train on)")
         return trainer
-    if dist.is_main():
-        write_json(out / "config.json", asdict(cfg))
-    while trainer.epoch < cfg.epochs:
-        start = time.perf_counter()
-        torch.manual_seed(cfg.seed + 1000 * (trainer.epoch + 1))
-        losses = trainer.train_epoch(make_loader(cfg, train_set, shuffle=True, epoch=trainer.epoch + 1))
-        losses = dist.mean_over_ranks(losses, trainer.device)
-        dist.broadcast_buffers(trainer.model)  # every rank evaluates the BN statistics rank 0 saves
-        result = evaluate(trainer.model, val_loader, cfg.eval_source, trainer.device)
-        trainer.epoch += 1
-        row = {"epoch": trainer.epoch, **losses, **{k: round(100 * result[k], 4) for k in METRIC_NAMES},
-               "seconds": round(time.perf_counter() - start, 2)}
-        if dist.is_main():  # history first: a kill in between leaves a row the resume truncates
-            append_history(out / HISTORY, row)
-            save_atomic(trainer.state(), out / CHECKPOINT)
-            log(f"epoch {trainer.epoch}/{cfg.epochs}: " + " ".join(
-                f"{k}={v:.4f}" if k.startswith("loss") else f"{k}={v:.2f}%" if k in METRIC_NAMES else f"{k}={v}"
-                for k, v in row.items() if k != "epoch") + f" ({cfg.eval_source.name} labels)")
-    if dist.is_main():
+    if main and trainer.epoch:
+        log(f"resuming from epoch {trainer.epoch} of {out}")
+    first, began = trainer.epoch, time.perf_counter()
+    try:
+        if main:
+            write_json(out / "config.json", asdict(cfg))
+        while trainer.epoch < cfg.epochs:
+            start = time.perf_counter()
+            torch.manual_seed(cfg.seed + 1000 * (trainer.epoch + 1))
+            losses = trainer.train_epoch(make_loader(cfg, train_set, shuffle=True, epoch=trainer.epoch + 1))
+            losses = dist.mean_over_ranks(losses, trainer.device)
+            dist.broadcast_buffers(trainer.model)  # every rank evaluates the BN statistics rank 0 saves
+            result = evaluate(trainer.model, val_loader, cfg.eval_source, trainer.device,
+                              progress=cfg.progress and main)
+            trainer.epoch += 1
+            row = {"epoch": trainer.epoch, "updates": trainer.updates, **losses,
+                   **{k: round(100 * result[k], 4) for k in METRIC_NAMES},
+                   "seconds": round(time.perf_counter() - start, 2)}
+            if main:  # history first: a kill in between leaves a row the resume truncates
+                append_history(out / HISTORY, row)
+                save_atomic(trainer.state(), out / CHECKPOINT)
+                per_epoch = (time.perf_counter() - began) / (trainer.epoch - first)
+                log(epoch_line(row, cfg, per_epoch * (cfg.epochs - trainer.epoch)))
+    except BaseException:
+        if main and not (out / CHECKPOINT).exists():
+            discard_failed_start(out, created)
+        raise
+    if main:
         log(f"wrote {out / CHECKPOINT} and {out / HISTORY}")
     return trainer

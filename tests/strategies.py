@@ -1,7 +1,9 @@
 """Hypothesis strategies and float64 references shared by the core tests.
 
-Tensors are drawn from a seeded ``torch.Generator`` (fast) while the shape,
-scale, label sets and pattern are drawn by hypothesis (shrinkable).
+Fusion cases (``cases``): tensors are drawn from a seeded ``torch.Generator``
+(fast) while the shape, scale, label sets and pattern are drawn by hypothesis
+(shrinkable). Image-level label sets (``label_sets``, ``class_subsets``,
+``outlier_weights``) are drawn element by element: they are small.
 """
 
 from __future__ import annotations
@@ -129,3 +131,49 @@ def ref_log(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     e = torch.where(present, torch.exp(shifted) * w, torch.zeros_like(z))
     logp = shifted + torch.log(torch.where(present, w, torch.ones_like(w))) - torch.log(e.sum(1, keepdim=True))
     return torch.where(w > 0, logp, torch.full_like(z, float("-inf")))
+
+
+# ----------------------------------------------------------------- image-level label sets
+@st.composite
+def label_sets(draw, *, max_b: int = 4, min_n: int = 1, max_n: int = 20) -> torch.Tensor:
+    """A [B, N] bool matrix of the classes present in B images (rows may be empty or full)."""
+    b = draw(st.integers(1, max_b))
+    n = draw(st.integers(min_n, max_n))
+    rows = draw(st.lists(st.lists(st.booleans(), min_size=n, max_size=n), min_size=b, max_size=b))
+    return torch.tensor(rows, dtype=torch.bool)
+
+
+def class_subsets(n: int, max_size: int = 3):
+    """Distinct class ids of ``range(n)`` (e.g. the protected classes of a :func:`corrupt` call)."""
+    return st.lists(st.integers(0, n - 1), unique=True, max_size=min(max_size, n))
+
+
+@st.composite
+def outlier_weights(draw, batch: int, n: int) -> torch.Tensor | None:
+    """None (uniform), or float64 weights >= 0 of shape [N] or [B, N], some of them exactly 0."""
+    form = draw(st.sampled_from(["uniform", "row", "per_image"]))
+    if form == "uniform":
+        return None
+    value = st.one_of(st.just(0.0), st.floats(1e-3, 10.0))
+    rows = 1 if form == "row" else batch
+    weights = torch.tensor(draw(st.lists(st.lists(value, min_size=n, max_size=n), min_size=rows, max_size=rows)),
+                           dtype=torch.float64)
+    return weights[0] if form == "row" else weights
+
+
+# ----------------------------------------------------------------- segmentations
+@st.composite
+def segmentations(draw, *, max_classes: int = 6, ignore_index: int = 255):
+    """``(N, pred, target)``: [B,H,W] class ids, ~60 % of ``pred`` right, some ``target`` pixels
+    ``ignore_index`` (never all of them)."""
+    n = draw(st.integers(2, max_classes))
+    b = draw(st.integers(1, 4))
+    h, w = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    gen = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    target = torch.randint(0, n, (b, h, w), generator=gen)
+    pred = torch.where(torch.rand(b, h, w, generator=gen) < 0.6, target, torch.randint(0, n, (b, h, w), generator=gen))
+    ignore = torch.rand(b, h, w, generator=gen) < draw(st.sampled_from([0.0, 0.2]))
+    target[ignore] = ignore_index
+    if (target == ignore_index).all():
+        target[0, 0, 0] = 0
+    return n, pred, target

@@ -1,4 +1,5 @@
-"""FCN metrics: confusion matrix accumulation and PA / MPA / FWAA / MIOU."""
+"""FCN metrics: confusion matrices (functional and ConfusionMatrix), PA / MPA / FWAA / MIOU, and the
+labeler's mAP / precision / recall."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import torch
 from hypothesis import given, strategies as st
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
-from imgpix.metrics import confusion_matrix, scores
+from imgpix.metrics import METRIC_NAMES, ConfusionMatrix, confusion_matrix, labeler_scores, scores
+from strategies import segmentations
 
 IGNORE = 255
 
@@ -71,23 +73,7 @@ def test_confusion_matrix_orientation():
 
 
 # ------------------------------------------------------------ accumulation
-@st.composite
-def segmentation(draw, max_classes=6):
-    n = draw(st.integers(2, max_classes))
-    b = draw(st.integers(1, 4))
-    h, w = draw(st.integers(1, 5)), draw(st.integers(1, 5))
-    seed = draw(st.integers(0, 2**31 - 1))
-    gen = torch.Generator().manual_seed(seed)
-    target = torch.randint(0, n, (b, h, w), generator=gen)
-    pred = torch.where(torch.rand(b, h, w, generator=gen) < 0.6, target, torch.randint(0, n, (b, h, w), generator=gen))
-    ignore = torch.rand(b, h, w, generator=gen) < draw(st.sampled_from([0.0, 0.2]))
-    target[ignore] = IGNORE
-    if (target == IGNORE).all():
-        target[0, 0, 0] = 0
-    return n, pred, target
-
-
-@given(segmentation())
+@given(segmentations())
 def test_sum_of_batch_matrices_equals_matrix_of_concatenation(data):
     n, pred, target = data
     total = sum(confusion_matrix(pred[i : i + 1], target[i : i + 1], n) for i in range(pred.shape[0]))
@@ -106,7 +92,7 @@ def test_mean_of_per_image_miou_differs_from_dataset_miou():
 
 
 # ------------------------------------------------------------ properties
-@given(segmentation())
+@given(segmentations())
 def test_scores_in_unit_interval(data):
     n, pred, target = data
     s = scores(confusion_matrix(pred, target, n))
@@ -117,7 +103,7 @@ def test_scores_in_unit_interval(data):
     assert ((iou >= 0) & (iou <= 1)).all()
 
 
-@given(segmentation())
+@given(segmentations())
 def test_perfect_prediction_scores_one(data):
     n, _, target = data
     pred = torch.where(target == IGNORE, torch.zeros_like(target), target)
@@ -126,7 +112,7 @@ def test_perfect_prediction_scores_one(data):
     assert s["FWAA"] == pytest.approx(1.0, abs=1e-12)  # a float sum of frequencies
 
 
-@given(segmentation(), st.data())
+@given(segmentations(), st.data())
 def test_invariant_to_permuting_class_ids(data, d):
     n, pred, target = data
     perm = torch.tensor(d.draw(st.permutations(range(n))))
@@ -137,7 +123,7 @@ def test_invariant_to_permuting_class_ids(data, d):
     np.testing.assert_allclose(s2["IoU"][perm.numpy()], s1["IoU"])
 
 
-@given(segmentation(), st.integers(0, 2**31 - 1))
+@given(segmentations(), st.integers(0, 2**31 - 1))
 def test_ignore_pixels_have_no_effect(data, seed):
     n, pred, target = data
     gen = torch.Generator().manual_seed(seed)
@@ -156,7 +142,7 @@ def _tm(metric, pred, target):
     return float(metric(pred, target))
 
 
-@given(segmentation())
+@given(segmentations())
 def test_matches_torchmetrics_pa_and_miou(data):
     # MulticlassJaccardIndex(average="macro") gives classes absent from truth and
     # prediction weight 0 and a class predicted-but-absent IoU 0: FCN's MIOU.
@@ -168,7 +154,7 @@ def test_matches_torchmetrics_pa_and_miou(data):
     assert s["PA"] == pytest.approx(_tm(pa, pred, target), abs=1e-6)
 
 
-@given(segmentation())
+@given(segmentations())
 def test_matches_torchmetrics_mpa_when_every_class_is_in_truth(data):
     # torchmetrics' macro accuracy scores a class that is predicted but absent
     # from the truth as 0 and averages it in; FCN leaves it out (nan). So compare
@@ -227,3 +213,122 @@ def test_non_square_cm_raises(cm):
 def test_empty_cm_raises(cm):
     with pytest.raises(ValueError, match="empty"):
         scores(cm)
+
+
+# ------------------------------------------------------------ ConfusionMatrix
+def metric_values(result: dict) -> dict:
+    return {key: result[key] for key in METRIC_NAMES}
+
+
+def test_metric_names():
+    assert METRIC_NAMES == ("PA", "MPA", "FWAA", "MIOU")
+    assert set(scores(HAND_CM)) == {*METRIC_NAMES, "IoU"}
+
+
+@given(segmentations())
+def test_confusion_matrix_class_accumulates_batches(data):
+    n, pred, target = data
+    cm = ConfusionMatrix(n)
+    assert cm.matrix.dtype == torch.int64 and cm.matrix.shape == (n, n) and int(cm.matrix.sum()) == 0
+    for i in range(pred.shape[0]):
+        assert cm.update(pred[i], target[i]) is cm
+    expected = confusion_matrix(pred, target, n)
+    assert torch.equal(cm.matrix, expected)
+    assert metric_values(cm.compute()) == metric_values(scores(expected))
+
+
+@given(segmentations(), st.integers(0, 4))
+def test_merge_and_add_counts_equal_one_update(data, cut):
+    n, pred, target = data
+    first, second = ConfusionMatrix(n).update(pred[:cut], target[:cut]), ConfusionMatrix(n).update(pred[cut:], target[cut:])
+    assert first.merge(second) is first
+    whole = confusion_matrix(pred, target, n)
+    assert torch.equal(first.matrix, whole)
+    counts = ConfusionMatrix(n)
+    assert counts.add_counts(confusion_matrix(pred[:cut], target[:cut], n)) is counts
+    counts.add_counts(confusion_matrix(pred[cut:], target[cut:], n))
+    assert torch.equal(counts.matrix, whole)
+
+
+def test_all_reduce_is_identity_in_one_process():
+    cm = ConfusionMatrix(4).add_counts(torch.from_numpy(HAND_CM))
+    assert cm.all_reduce() is cm
+    np.testing.assert_array_equal(cm.matrix.numpy(), HAND_CM)
+    assert metric_values(cm.compute()) == metric_values(scores(HAND_CM))
+
+
+def test_confusion_matrix_class_custom_ignore_index():
+    cm = ConfusionMatrix(3, ignore_index=7).update(torch.tensor([0, 2, 1, 1]), torch.tensor([0, 7, 1, 2]))
+    assert torch.equal(cm.matrix, torch.tensor([[1, 0, 0], [0, 1, 0], [0, 1, 0]]))
+    with pytest.raises(ValueError, match="target"):
+        cm.update(torch.tensor([0]), torch.tensor([IGNORE]))  # 255 is a class id out of range here
+
+
+def test_confusion_matrix_class_rejects_mismatches():
+    cm = ConfusionMatrix(3)
+    with pytest.raises(ValueError, match="shape"):
+        cm.add_counts(torch.zeros(4, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="merge"):
+        cm.merge(ConfusionMatrix(4))
+    with pytest.raises(ValueError, match="empty"):
+        cm.compute()
+    assert int(cm.matrix.sum()) == 0  # failed calls add nothing
+
+
+# ------------------------------------------------------------ labeler_scores
+# 4 images x 3 classes. Class 0 has a tie at the top: AP = 1/2 * 1/2 (threshold .8: P 1/2, R 1/2)
+# + 1/2 * 2/3 (threshold .3: P 2/3, R 1) = 7/12. Class 1: its one positive is ranked 2nd: AP 1/2.
+# Class 2 has no positive and is left out of the mean. At tau = .5 (>=, so the two scores of
+# exactly .5 count): 7 predicted, 2 of them true, 3 true labels.
+LABELER_SCORES = torch.tensor([[0.8, 0.1, 0.5], [0.8, 0.9, 0.2], [0.3, 0.5, 0.6], [0.2, 0.7, 0.1]])
+LABELER_TRUTH = torch.tensor([[1, 0, 0], [0, 0, 0], [1, 0, 0], [0, 1, 0]], dtype=torch.bool)
+
+
+def test_labeler_scores_hand_computed():
+    result = labeler_scores(LABELER_SCORES, LABELER_TRUTH, tau=0.5)
+    assert result["classes"] == 2 and result["tau"] == 0.5
+    assert result["mAP"] == pytest.approx((7 / 12 + 1 / 2) / 2)
+    assert result["precision"] == pytest.approx(2 / 7) and result["recall"] == pytest.approx(2 / 3)
+    only_first = labeler_scores(LABELER_SCORES, LABELER_TRUTH, tau=0.5, classes=[0])
+    assert only_first["classes"] == 1 and only_first["mAP"] == pytest.approx(7 / 12)
+    assert only_first["precision"] == pytest.approx(1 / 2) and only_first["recall"] == pytest.approx(1 / 2)
+
+
+def test_labeler_scores_degenerate_cases():
+    none_true = labeler_scores(LABELER_SCORES, torch.zeros(4, 3, dtype=torch.bool), tau=0.5)
+    assert math.isnan(none_true["mAP"]) and none_true["classes"] == 0
+    assert none_true["precision"] == 0.0 and none_true["recall"] == 0.0
+    nothing_predicted = labeler_scores(LABELER_SCORES, LABELER_TRUTH, tau=1.0)
+    assert nothing_predicted["precision"] == 0.0 and nothing_predicted["recall"] == 0.0
+    everything = labeler_scores(LABELER_SCORES, LABELER_TRUTH, tau=0.0)
+    assert everything["precision"] == pytest.approx(3 / 12) and everything["recall"] == 1.0
+
+
+def reference_ap(scores: np.ndarray, truth: np.ndarray) -> float:
+    """AP = sum over distinct thresholds t, high to low, of (R_t - R_prev) * P_t (predicted: score >= t)."""
+    ap, recall_before = 0.0, 0.0
+    for t in sorted(set(scores.tolist()), reverse=True):
+        predicted = scores >= t
+        hits = (predicted & truth).sum()
+        recall = hits / truth.sum()
+        ap += (recall - recall_before) * hits / predicted.sum()
+        recall_before = recall
+    return ap
+
+
+@given(st.integers(1, 8), st.integers(1, 4), st.data())
+def test_labeler_scores_match_a_reference(images, classes, data):
+    grid = st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.75, 1.0])  # few values: many ties
+    scores = np.array(data.draw(st.lists(st.lists(grid, min_size=classes, max_size=classes),
+                                         min_size=images, max_size=images)))
+    truth = np.array(data.draw(st.lists(st.lists(st.booleans(), min_size=classes, max_size=classes),
+                                        min_size=images, max_size=images)))
+    tau = data.draw(grid)
+    result = labeler_scores(torch.tensor(scores), torch.tensor(truth), tau)
+    aps = [reference_ap(scores[:, c], truth[:, c]) for c in range(classes) if truth[:, c].any()]
+    assert result["classes"] == len(aps)
+    if aps:
+        assert result["mAP"] == pytest.approx(np.mean(aps), abs=1e-6)
+    predicted = scores >= tau
+    assert result["precision"] == pytest.approx((predicted & truth).sum() / max(predicted.sum(), 1))
+    assert result["recall"] == pytest.approx((predicted & truth).sum() / max(truth.sum(), 1))

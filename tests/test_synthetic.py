@@ -18,7 +18,7 @@ from imgpix.data.synthetic import (
     family_of,
     own_appearance,
 )
-from imgpix.models.labeler import average_precision, precision_recall
+from imgpix.metrics import labeler_scores
 
 IGNORE = 255
 
@@ -207,29 +207,20 @@ def test_val_is_one_fixed_set():
     assert not torch.equal(a[0][0], SyntheticScenes("train", 4, preset="voc", epoch=0)[0][0])
 
 
-# -- average precision ---------------------------------------------------------------------------------------
+# -- the labeler's mAP (imgpix.metrics.labeler_scores) ---------------------------------------------------------------------------------------
 
 
-def test_average_precision_hand_computed():
-    """AP = sum_k (R_k - R_{k-1}) P_k down the ranking.
+def test_labeler_map_hand_computed():
+    """AP = sum_k (R_k - R_{k-1}) P_k down the ranking; mAP over the listed classes with a positive.
 
-    Class 0, scores .9 .8 .3 .1 with truth 1 0 1 0: hits at ranks 1 and 3 -> 1/2 * 1 + 1/2 * 2/3 = 5/6.
-    Class 1, truth only at the third-ranked image (.5 after .7, .6) -> 1/3. Class 2 has no positive: NaN.
+    Class 1, scores .9 .8 .3 .1 with truth 1 0 1 0: hits at ranks 1 and 3 -> 1/2 * 1 + 1/2 * 2/3 = 5/6.
+    Class 2, truth only at the third-ranked image (.5 after .7, .6) -> 1/3. Class 3 has no positive and
+    is left out; class 0 (background) is not listed. At tau = 0.5: predicted (0,1) (1,1) (0,2) (2,2)
+    (1,2), 2 of them true; 3 true labels -> precision 2/5, recall 2/3.
     """
-    scores = torch.tensor([[0.9, 0.6, 0.2], [0.8, 0.5, 0.1], [0.3, 0.7, 0.4], [0.1, 0.2, 0.3]])
-    labels = torch.tensor([[1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 0, 0]], dtype=torch.bool)
-    ap = average_precision(scores, labels)
-    assert ap[0].item() == pytest.approx(5 / 6) and ap[1].item() == pytest.approx(1 / 3)
-    assert math.isnan(ap[2].item())
-
-
-def test_precision_recall_at_tau():
-    scores = torch.tensor([[0.9, 0.3, 0.1], [0.2, 0.25, 0.6]])
-    labels = torch.tensor([[1, 0, 0], [1, 1, 0]], dtype=torch.bool)
-    # predicted (>= 0.25): (0,0) TP, (0,1) FP, (1,1) TP, (1,2) FP; missed (1,0) -> P = 2/4, R = 2/3
-    assert precision_recall(scores, labels, tau=0.25) == pytest.approx((0.5, 2 / 3))
-
-
-def test_ap_rejects_mismatched_shapes():
-    with pytest.raises(ValueError, match="shape"):
-        average_precision(torch.rand(3, 4), torch.ones(3, 5, dtype=torch.bool))
+    scores = torch.tensor([[1.0, 0.9, 0.6, 0.2], [1.0, 0.8, 0.5, 0.1], [1.0, 0.3, 0.7, 0.4], [1.0, 0.1, 0.2, 0.3]])
+    present = torch.tensor([[1, 1, 0, 0], [1, 0, 1, 0], [1, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.bool)
+    result = labeler_scores(scores, present, tau=0.5, classes=[1, 2, 3])
+    assert result["classes"] == 2
+    assert result["mAP"] == pytest.approx((5 / 6 + 1 / 3) / 2)
+    assert result["precision"] == pytest.approx(2 / 5) and result["recall"] == pytest.approx(2 / 3)

@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="trained-model cache (default $IMGPIX_CACHE or ~/.cache/imgpix)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (training included)")
+    p.add_argument("--jobs", type=_at_least(1), default=2,
+                   help="models trained at once, one process and one torch thread each (default 2: the two cores "
+                        "the default run is sized for); with more than 1 the per-model bars are off")
     p.add_argument("--epochs", type=_at_least(1), default=None,
                    help="epochs of the variants with a generator or discriminator (two segmenter updates per "
                         f"iteration); the others train twice as many (default {default['epochs']}; "
@@ -78,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = ablation.AblationConfig(seeds=args.seeds, quick=args.quick, epochs=args.epochs,
                                       num_train=args.num_train, num_val=args.num_val, image_size=args.image_size)
         summary = ablation.run(cfg, out=args.out, force=args.force, cache_dir=args.cache_dir,
-                               progress=not args.no_progress, log=log)
+                               progress=not args.no_progress, log=log, jobs=args.jobs)
     except (ExperimentError, ValueError, FileNotFoundError) as error:
         print(f"ablation.py: error: {error}", file=sys.stderr)
         return 2

@@ -29,7 +29,8 @@ except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from imgpix.experiments import noisy_labels as nl
 
-from imgpix.experiments.report import ExperimentError
+from imgpix.data import DATASETS
+from imgpix.experiments.report import ExperimentError, splice
 from imgpix.labels import DEFAULT_TAU
 
 
@@ -65,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="small budget and one seed (the CI run)")
     p.add_argument("--models", default="unfused,fused",
                    help=f"comma-separated, from {','.join(nl.MODELS)}; 'unfused' is the baseline (default %(default)s)")
+    p.add_argument("--data", choices=DATASETS, default="synthetic", help="dataset (default %(default)s)")
+    p.add_argument("--root", help="dataset folder for --data voc or folder")
+    p.add_argument("--classes", help="class-list file of --data folder (default: found in --root)")
+    p.add_argument("--background", default="auto", help="class always kept: auto, none, a name or an id")
     p.add_argument("--scene-preset", default="voc", help="synthetic scene statistics (default %(default)s)")
     p.add_argument("--ambiguity", type=float, default=1.0, help="scene ambiguity in [0, 1] (default 1)")
     p.add_argument("--ambiguity-sweep", action="store_true", help=f"also train at ambiguity {nl.AMBIGUITIES}")
@@ -82,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--merge", action="store_true", help="compute nothing; write the outputs from the seed files")
     p.add_argument("--require", default="", metavar="CLAIM[,CLAIM]",
                    help="exit 1 unless each named claim (see claims.csv) is supported at 95%%")
+    p.add_argument("--update-docs", action="store_true",
+                   help="write the report into validation/README.md and the headline into README.md (between markers)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     return p
 
@@ -90,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = nl.NoiseConfig(m=args.m, k=args.k, tau=args.tau, seeds=args.seeds or (1 if args.quick else 3),
-                             quick=args.quick, models=tuple(args.models.split(",")), scene_preset=args.scene_preset,
+                             quick=args.quick, models=tuple(args.models.split(",")), data=args.data, root=args.root,
+                             classes=args.classes, background=args.background, scene_preset=args.scene_preset,
                              ambiguity=args.ambiguity, ambiguity_sweep=args.ambiguity_sweep,
                              protect_background=args.protect_background, generator=args.generator,
                              epochs=args.epochs, num_train=args.num_train, num_val=args.num_val, device=args.device)
@@ -99,7 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise ValueError(f"--require: unknown claims {sorted(unknown)}; known: {', '.join(nl.CLAIMS)}")
         log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
-        summary = nl.run(cfg, args.out, args.force, args.cache_dir, args.shard, args.merge, args.progress, log)
+        command = " ".join(argv if argv is not None else sys.argv[1:])
+        summary = nl.run(cfg, args.out, args.force, args.cache_dir, args.shard, args.merge, args.progress, log,
+                         command=command)
+        if summary is not None and args.update_docs:
+            repo = Path(__file__).resolve().parents[1]
+            splice(repo / "validation" / "README.md", "noisy_labels", nl.report_markdown(summary))
+            splice(repo / "README.md", "noisy_labels_headline", nl.headline_markdown(summary))
     except KeyboardInterrupt:
         print("noisy_labels.py: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -22,9 +22,13 @@ at the next missing cell (trained models are cached by :mod:`imgpix.experiments.
 
 from __future__ import annotations
 
+import functools
 import math
+import multiprocessing
 import pickle
+import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -42,10 +46,8 @@ from ..metrics import METRIC_NAMES
 from ..train import HISTORY, TrainConfig, build_loader
 from . import paired, stats
 from .cache import default_cache_dir, trained_model
-from .noisy_labels import segmenter_updates
 from .report import prepare_out, pyplot, save_figure, versions, write_atomic, write_json, write_table
 
-BACKGROUND = 0  # always kept by the labeler's labels: not an image-level class
 VARIANTS = {  # TrainConfig settings beyond the shared ones of train_config()
     "baseline": {"fusion": None, "train_labels": "none"},
     "label": {"fusion": "dot"},
@@ -60,6 +62,8 @@ PRESETS = {  # epochs: of the variants with two segmenter updates per iteration;
     "quick": {"epochs": 2, "num_train": 32, "batch_size": 8, "image_size": 32, "num_val": 32, "train_val": 16},
 }
 DEFAULT_SEEDS = {"default": 3, "quick": 2}
+COMPARISON = ("delta", "delta_ci_low", "delta_ci_high", "p_images", "delta_seeds_ci_low", "delta_seeds_ci_high",
+              "p_seeds", "d_z_seeds")
 OWNED = ("cells", "table1.csv", "table1.md", "table2.csv", "table2.md", "table3.csv", "table3.md", "curves.csv",
          "curves.md", "learning_curves.png", "tables.png", "summary.json")
 
@@ -161,15 +165,20 @@ def train_config(cfg: AblationConfig, variant: str, seed: int, epochs: int = 1, 
     return TrainConfig(**{**shared, **VARIANTS[variant]}, epochs=epochs)
 
 
+def updates_per_iteration(tcfg: TrainConfig) -> int:
+    """Segmenter updates of one training iteration: 2 for the 3-step one with a generator or discriminator, else 1."""
+    return 2 if (tcfg.generator or tcfg.discriminator) and tcfg.procedure == "3step" else 1
+
+
 def plan(cfg: AblationConfig, variant: str, seed: int, progress: bool = True) -> TrainConfig:
-    """``variant``'s TrainConfig with the epochs that give every variant the same segmenter updates:
-    ``cfg.budget["epochs"]`` x (iterations per epoch) x 2, the budget of a variant with two updates per iteration."""
+    """``variant``'s TrainConfig with the epochs that give every variant the same segmenter updates,
+    ``2 x cfg.budget["epochs"] x iterations per epoch``: the budget epochs of a variant with two updates
+    per iteration, twice as many epochs of one with one update."""
     one_epoch = train_config(cfg, variant, seed, 1, progress)
-    target = 2 * cfg.budget["epochs"] * (one_epoch.num_train // one_epoch.batch_size)
-    per_epoch = segmenter_updates(one_epoch)
-    if target % per_epoch:
-        raise ValueError(f"{variant}: {target} segmenter updates are not a whole number of epochs of {per_epoch}")
-    return replace(one_epoch, epochs=target // per_epoch)
+    per_iteration = updates_per_iteration(one_epoch)
+    if 2 % per_iteration:
+        raise ValueError(f"{variant}: {per_iteration} segmenter updates per iteration do not divide the budget")
+    return replace(one_epoch, epochs=2 * cfg.budget["epochs"] // per_iteration)
 
 
 def row_specs(variant: str) -> list[Row]:
@@ -183,7 +192,8 @@ def row_specs(variant: str) -> list[Row]:
 
 
 def label_source(kind: str, tcfg: TrainConfig) -> LabelSource:
-    return LabelSource(kind, tau=tcfg.tau, protected=(BACKGROUND,) if kind == "labeler" else ())
+    """Test labels of ``kind``; the labeler's keep the dataset's background (not an image-level class)."""
+    return LabelSource(kind, tau=tcfg.tau, protected=tcfg.protected if kind == "labeler" else ())
 
 
 @torch.no_grad()
@@ -219,8 +229,9 @@ def run_cell(cfg: AblationConfig, variant: str, seed: int, cache_dir: Path, log:
     loader = build_loader(replace(tcfg, num_val=cfg.budget["num_val"]), "val", shuffle=False)
     result = evaluate_rows(cached.model, loader, tcfg, row_specs(variant), progress)
     history = pd.read_csv(Path(cached.path).parent / HISTORY)
-    history["updates"] = history["epoch"] * segmenter_updates(replace(tcfg, epochs=1))
-    return {"variant": variant, "seed": seed, "epochs": tcfg.epochs, "updates": segmenter_updates(tcfg),
+    if "updates" not in history:  # a model cached before the trainer counted its updates
+        history["updates"] = history["epoch"] * (tcfg.num_train // tcfg.batch_size) * updates_per_iteration(tcfg)
+    return {"variant": variant, "seed": seed, "epochs": tcfg.epochs, "updates": int(history["updates"].iloc[-1]),
             "train_seconds": cached.train_seconds, "cache_hit": cached.hit, "history": history, **result}
 
 
@@ -243,15 +254,48 @@ def _load_cells(out: Path, seeds: int) -> dict[tuple[str, int], dict]:
 # -- tables -------------------------------------------------------------------------------------
 
 
-def _matrices(cells: dict, row: Row, seeds: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-image confusion matrices of ``row`` over all seeds, and each image's seed."""
-    stacks = [cells[(row.variant, s)]["matrices"][row.spec] for s in range(seeds)]
-    return np.concatenate(stacks), np.concatenate([np.full(len(m), s) for s, m in enumerate(stacks)])
+class Cells:
+    """Every (variant, seed) result; per-row statistics computed once however many tables show the row."""
 
+    def __init__(self, cells: dict[tuple[str, int], dict], seeds: int):
+        self.cells, self.seeds = cells, seeds
 
-def _per_seed_miou(cells: dict, row: Row, seeds: int) -> np.ndarray:
-    return np.array([paired.score(cells[(row.variant, s)]["matrices"][row.spec].sum(0), "MIOU")
-                     for s in range(seeds)])
+    def matrices(self, row: Row) -> tuple[np.ndarray, np.ndarray]:
+        """Per-image confusion matrices of ``row`` over all seeds, and each image's seed."""
+        stacks = [self.cells[(row.variant, s)]["matrices"][row.spec] for s in range(self.seeds)]
+        return np.concatenate(stacks), np.concatenate([np.full(len(m), s) for s, m in enumerate(stacks)])
+
+    def per_seed(self, row: Row, metric: str) -> np.ndarray:
+        """``metric`` (%) of ``row`` per seed, from the seed's summed confusion matrix."""
+        return np.array([paired.score(self.cells[(row.variant, s)]["matrices"][row.spec].sum(0), metric)
+                         for s in range(self.seeds)])
+
+    @functools.cache
+    def scores(self, row: Row) -> dict:
+        """Every metric as mean and sd over seeds; MIOU's bootstrap CI over images (within seeds)."""
+        record = {}
+        for metric in METRIC_NAMES:
+            values = self.per_seed(row, metric)
+            record[metric], record[f"{metric}_sd"] = float(values.mean()), float(values.std(ddof=1))
+        ci = paired.score_interval(*self.matrices(row), "MIOU")
+        record["MIOU_ci_low"], record["MIOU_ci_high"] = ci["ci_low"], ci["ci_high"]
+        return record
+
+    @functools.cache
+    def compare(self, row: Row, reference: Row) -> dict:
+        """MIOU of ``row`` minus ``reference``: images swapped / resampled within seeds, and a paired
+        t-test over seeds (both from the shared statistics code)."""
+        matrices, image_seeds = self.matrices(row)
+        images = paired.paired_difference(self.matrices(reference)[0], matrices, image_seeds, "MIOU")  # row - ref
+        by_seed = stats.paired_seeds(self.per_seed(row, "MIOU"), self.per_seed(reference, "MIOU"))
+        return {"delta": images["difference"], "delta_ci_low": images["ci_low"], "delta_ci_high": images["ci_high"],
+                "p_images": images["p_value"], "delta_seeds_ci_low": by_seed.low,
+                "delta_seeds_ci_high": by_seed.high, "p_seeds": by_seed.p_value, "d_z_seeds": by_seed.effect_size}
+
+    def agreement(self, row: Row) -> float:
+        if not row.fusion:
+            return np.nan
+        return float(np.mean([self.cells[(row.variant, s)]["agreement"][row.spec] for s in range(self.seeds)]))
 
 
 def _sign_agrees(ours: float, theirs: float | None) -> str:
@@ -260,7 +304,7 @@ def _sign_agrees(ours: float, theirs: float | None) -> str:
     return "yes" if np.sign(ours) == np.sign(theirs) else "no"
 
 
-def table(cells: dict, key: str, seeds: int) -> pd.DataFrame:
+def table(results: Cells, key: str) -> pd.DataFrame:
     """One table of :data:`TABLES`: scores (mean ± sd over seeds, MIOU CI over images), the MIOU
     difference to the reference row with both paired tests, and the paper's figures beside ours."""
     _, rows = TABLES[key]
@@ -268,41 +312,21 @@ def table(cells: dict, key: str, seeds: int) -> pd.DataFrame:
     out = []
     for row in rows:
         reference = by_name[row.reference] if row.reference else None
-        matrices, image_seeds = _matrices(cells, row, seeds)
+        first = results.cells[(row.variant, 0)]
         record = {"row": row.name, "variant": row.variant, "test_labels": row.labels,
-                  "test_fusion": row.fusion or "as trained", "updates": cells[(row.variant, 0)]["updates"],
-                  "seeds": seeds, "images": int(len(matrices) / seeds)}
-        for metric in METRIC_NAMES:
-            ci = paired.score_interval(matrices, image_seeds, metric)
-            record[metric], record[f"{metric}_sd"] = ci["mean"], ci["sd"]
-            if metric == "MIOU":
-                record["MIOU_ci_low"], record["MIOU_ci_high"] = ci["ci_low"], ci["ci_high"]
-        record["agree_%"] = (float(np.mean([cells[(row.variant, s)]["agreement"][row.spec] for s in range(seeds)]))
-                             if row.fusion else np.nan)
-        record.update(_comparison(cells, row, reference, seeds, matrices, image_seeds))
+                  "test_fusion": row.fusion or "as trained", "updates": first["updates"], "seeds": results.seeds,
+                  "images": len(first["matrices"][row.spec]), **results.scores(row),
+                  "agree_%": results.agreement(row), "reference": reference.name if reference else "",
+                  "paper_MIOU": row.paper, "paper_delta": None}
+        if reference is None:
+            record.update(dict.fromkeys(COMPARISON, np.nan), sign_agrees="n/a")
+        else:
+            record.update(results.compare(row, reference))
+            if row.paper is not None and reference.paper is not None:
+                record["paper_delta"] = round(row.paper - reference.paper, 2)
+            record["sign_agrees"] = _sign_agrees(record["delta"], record["paper_delta"])
         out.append(record)
     return pd.DataFrame(out)
-
-
-def _comparison(cells, row: Row, reference: Row | None, seeds: int, matrices, image_seeds) -> dict:
-    """MIOU of ``row`` minus ``reference``: images-within-seeds test and seed-level t-test; the paper's delta."""
-    keys = ("delta", "delta_ci_low", "delta_ci_high", "p_images", "delta_seeds_ci_low", "delta_seeds_ci_high",
-            "p_seeds", "d_z_seeds")
-    record = dict.fromkeys(keys, np.nan)
-    record.update(reference=reference.name if reference else "", paper_MIOU=row.paper, paper_delta=None)
-    if reference is None:
-        record["sign_agrees"] = "n/a"
-        return record
-    ref_matrices, _ = _matrices(cells, reference, seeds)
-    images = paired.paired_difference(ref_matrices, matrices, image_seeds, "MIOU")  # row - reference
-    by_seed = stats.paired_seeds(_per_seed_miou(cells, row, seeds), _per_seed_miou(cells, reference, seeds))
-    record.update(delta=images["difference"], delta_ci_low=images["ci_low"], delta_ci_high=images["ci_high"],
-                  p_images=images["p_value"], delta_seeds_ci_low=by_seed.low, delta_seeds_ci_high=by_seed.high,
-                  p_seeds=by_seed.p_value, d_z_seeds=by_seed.effect_size)
-    if row.paper is not None and reference.paper is not None:
-        record["paper_delta"] = round(row.paper - reference.paper, 2)
-    record["sign_agrees"] = _sign_agrees(record["delta"], record["paper_delta"])
-    return record
 
 
 def _pm(mean: float, sd: float) -> str:
@@ -407,22 +431,44 @@ def plot_tables(frames: dict[str, pd.DataFrame], path: Path) -> None:
 # -- the whole run ----------------------------------------------------------------------------------
 
 
+def _log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _cell_job(cfg: AblationConfig, variant: str, seed: int, cache_dir: Path, out: Path, progress: bool) -> None:
+    """Compute and save one cell (in a worker process of :func:`run`: one torch thread)."""
+    torch.set_num_threads(1)
+    _save_cell(out, run_cell(cfg, variant, seed, cache_dir, _log, progress))
+
+
 def run(cfg: AblationConfig, out: Path | None = None, force: bool = False, cache_dir: Path | None = None,
-        progress: bool = True, log: Callable[[str], None] = print,
+        progress: bool = True, log: Callable[[str], None] = _log, jobs: int = 1,
         results_root: Path = Path("results/ablation")) -> dict:
-    """Compute the missing (variant, seed) cells, then write the tables, curves and plots; returns the summary."""
+    """Compute the missing (variant, seed) cells, ``jobs`` processes at a time, then write the tables,
+    curves and plots; returns the summary. With ``jobs > 1`` the per-model bars are off."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
     start = time.perf_counter()
     out, resumed = prepare_out(out, cfg.identity(), force, results_root, OWNED)
     if resumed:
         log(f"resuming the unfinished run in {out}")
+    cache_dir = Path(cache_dir or default_cache_dir())
     todo = [(v, s) for s in range(cfg.seed_count) for v in VARIANTS if not cell_path(out, v, s).is_file()]
+    todo.sort(key=lambda cell: -updates_per_iteration(train_config(cfg, cell[0], 0)))  # slow 3-step ones first
     if todo:
-        log(f"{len(todo)} (variant, seed) cells to compute in {out} (cached models load at once); "
-            f"budget {cfg.budget}")
-    for variant, seed in tqdm(todo, desc="cells", disable=not progress):
-        _save_cell(out, run_cell(cfg, variant, seed, Path(cache_dir or default_cache_dir()), log, progress))
+        log(f"{len(todo)} (variant, seed) cells to compute in {out} with {jobs} process(es) (cached models load "
+            f"at once); budget {cfg.budget}")
+    args = [(cfg, v, s, cache_dir, out, progress and jobs == 1) for v, s in todo]
+    if jobs == 1:
+        for job in tqdm(args, desc="cells", disable=not progress):
+            _cell_job(*job)
+    else:
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for done in tqdm(as_completed([pool.submit(_cell_job, *job) for job in args]), total=len(args),
+                             desc="cells", disable=not progress):
+                done.result()
     summary = write_outputs(cfg, out, _load_cells(out, cfg.seed_count))
-    summary["timings"] = {"wall_s": round(time.perf_counter() - start, 1), "resumed": resumed,
+    summary["timings"] = {"wall_s": round(time.perf_counter() - start, 1), "jobs": jobs, "resumed": resumed,
                           "cells_computed": len(todo)}
     summary["out"] = str(out)
     write_json(out / "summary.json", summary)  # last: its presence marks a finished run
@@ -432,7 +478,8 @@ def run(cfg: AblationConfig, out: Path | None = None, force: bool = False, cache
 def write_outputs(cfg: AblationConfig, out: Path, cells: dict) -> dict:
     """Tables (CSV + Markdown), learning curves, plots; returns the summary (not yet written)."""
     seeds = cfg.seed_count
-    frames = {key: table(cells, key, seeds) for key in TABLES}
+    results = Cells(cells, seeds)
+    frames = {key: table(results, key) for key in TABLES}
     markdown = {}
     for key, frame in frames.items():  # CSV: every number; Markdown: the printed form
         write_atomic(out / f"{key}.csv", frame.to_csv(index=False))

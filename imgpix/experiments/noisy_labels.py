@@ -36,8 +36,6 @@ from . import paired
 from .cache import default_cache_dir, trained_model
 from .report import ExperimentError, prepare_out, pyplot, save_figure, versions, write_table
 
-N = 21
-BACKGROUND = 0
 TAUS = tuple(round(0.05 * i, 2) for i in range(21))
 THEORY_MS = (1, 2, 3, 5)  # Case 1 outlier counts of the Eq. 10 regression
 AMBIGUITIES = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -53,7 +51,7 @@ PRESETS = {  # images per epoch x epochs at batch_size: the budget of every mode
 }
 CLAIMS = ("oracle_beats_baseline", "posthoc_oracle_beats_baseline", "labeler_beats_baseline",
           "posthoc_labeler_beats_baseline", "case1_below_oracle", "case2_below_oracle", "case3_below_case2")
-OWNED = ("seeds", "table.csv", "table.md", "claims.csv", "claims.md", "verdicts.csv", "verdicts.md",
+OWNED = ("seeds", "report.md", "count_sufficiency.csv", "count_sufficiency.md", "case2.csv", "case2.md", "table.csv", "table.md", "claims.csv", "claims.md", "verdicts.csv", "verdicts.md",
          "tau_curve.csv", "tau_curve.png", "theory.png", "learning_curves.png", "ambiguity.csv", "ambiguity.png",
          "summary.json")
 
@@ -68,6 +66,10 @@ class NoiseConfig:
     seeds: int = 3
     quick: bool = False
     models: tuple[str, ...] = ("unfused", "fused")
+    data: str = "synthetic"
+    root: str | None = None
+    classes: str | None = None
+    background: str | None = "auto"
     scene_preset: str = "voc"
     ambiguity: float = 1.0
     ambiguity_sweep: bool = False
@@ -79,10 +81,13 @@ class NoiseConfig:
     device: str = "cpu"
 
     def __post_init__(self):
-        if not 0 <= self.m <= N - 2:
-            raise ValueError(f"m must satisfy 0 <= m <= {N - 2} (object classes an image can lack), got {self.m}")
-        if not 1 <= self.k <= N - 1:
-            raise ValueError(f"k must satisfy 1 <= k <= {N - 1} (object classes), got {self.k}")
+        if self.data != "synthetic" and not self.root:
+            raise ValueError(f"--data {self.data} needs --root DIR (the dataset folder)")
+        n = self.num_classes
+        if not 0 <= self.m <= n - 2:
+            raise ValueError(f"m must satisfy 0 <= m <= {n - 2} (object classes an image can lack), got {self.m}")
+        if not 1 <= self.k <= n - 1:
+            raise ValueError(f"k must satisfy 1 <= k <= {n - 1} (object classes), got {self.k}")
         check_tau(self.tau)
         if self.seeds < 1:
             raise ValueError(f"seeds must be >= 1, got {self.seeds}")
@@ -102,8 +107,17 @@ class NoiseConfig:
         return preset
 
     @property
+    def num_classes(self) -> int:
+        return self.base_config().info.num_classes
+
+    @property
     def protected(self) -> tuple[int, ...]:
-        return (BACKGROUND,) if self.protect_background else ()
+        """The dataset's background class, when it has one and it is protected."""
+        return self.base_config().protected if self.protect_background else ()
+
+    def base_config(self) -> TrainConfig:
+        """The data settings every model of this run shares."""
+        return TrainConfig(data=self.data, root=self.root, classes=self.classes, background=self.background)
 
     def identity(self) -> dict:
         return {**asdict(self), "models": list(self.models), "budget": self.budget}
@@ -115,16 +129,10 @@ def train_config(cfg: NoiseConfig, model: str, seed: int, ambiguity: float) -> T
     labels = MODELS[model]["train_labels"]
     if labels == "noisy":
         labels = f"noisy:m={cfg.m},k={cfg.k}"
-    return TrainConfig(fusion=MODELS[model]["fusion"], train_labels=labels, tau=cfg.tau, generator=cfg.generator,
-                       epochs=budget["epochs"], batch_size=budget["batch_size"], num_train=budget["num_train"],
-                       num_val=budget["train_val"], scene_preset=cfg.scene_preset, ambiguity=ambiguity,
-                       seed=seed, device=cfg.device, progress=False)
-
-
-def segmenter_updates(tcfg: TrainConfig) -> int:
-    """Updates of the segmentation net: iterations x 2 for the 3-step procedure with an auxiliary net."""
-    per_iteration = 2 if (tcfg.generator or tcfg.discriminator) and tcfg.procedure == "3step" else 1
-    return tcfg.epochs * (tcfg.num_train // tcfg.batch_size) * per_iteration
+    return replace(cfg.base_config(), fusion=MODELS[model]["fusion"], train_labels=labels, tau=cfg.tau,
+                   generator=cfg.generator, epochs=budget["epochs"], batch_size=budget["batch_size"],
+                   num_train=budget["num_train"], num_val=budget["train_val"], scene_preset=cfg.scene_preset,
+                   ambiguity=ambiguity, seed=seed, device=cfg.device, progress=False)
 
 
 def _noise_seed(seed: int, *parts) -> int:
@@ -193,7 +201,8 @@ def _evaluate(model, loader, cfg: NoiseConfig, seed: int, affinity: dict | None)
     if model.labeler is not None:
         taus = [LabelSource("labeler", tau=t, protected=cfg.protected) for t in TAUS]
         extra["tau_curve"] = {t: 100 * r.scores["MIOU"] for t, r in zip(TAUS, evaluator.run(taus).values())}
-        extra["labeler"] = evaluator.labeler(cfg.tau, objects=[c for c in range(N) if c not in cfg.protected])
+        objects = [c for c in range(model.num_classes) if c not in cfg.protected]
+        extra["labeler"] = evaluator.labeler(cfg.tau, objects=objects)
     return pd.concat(frames, ignore_index=True), extra, affinity
 
 
@@ -222,7 +231,7 @@ def run_seed(cfg: NoiseConfig, seed: int, cache_dir: Path, log: Callable[[str], 
                 continue
             result["records"].append(records.assign(model=name))
             history = pd.read_csv(Path(cached.path).parent / HISTORY)
-            result["models"][name] = {**extra, "history": history, "updates": segmenter_updates(tcfg),
+            result["models"][name] = {**extra, "history": history, "updates": int(history["updates"].iloc[-1]),
                                       "train_seconds": cached.train_seconds, "cache_hit": cached.hit}
         if ambiguity == cfg.ambiguity:
             torch.manual_seed(seed)
@@ -353,7 +362,7 @@ def plot_tau(curve: pd.DataFrame, table: pd.DataFrame, path: Path) -> None:
     save_figure(fig, path)
 
 
-def plot_theory(records: pd.DataFrame, path: Path) -> None:
+def plot_theory(records: pd.DataFrame, num_classes: int, path: Path) -> None:
     """Measured nats removed per image against the theory's log(N/|L|), untrained vs trained."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
@@ -361,8 +370,8 @@ def plot_theory(records: pd.DataFrame, path: Path) -> None:
     for model, color in (("untrained", "tab:gray"), ("fused", "tab:blue"), ("unfused", "tab:orange")):
         part = records[case1 & (records.model == model)]
         if len(part):
-            ax.scatter(np.log(N / part["size"]), part["removed"], s=4, alpha=0.3, color=color, label=f"{model} model")
-    top = np.log(N)
+            ax.scatter(np.log(num_classes / part["size"]), part["removed"], s=4, alpha=0.3, color=color, label=f"{model} model")
+    top = np.log(num_classes)
     ax.plot([0, top], [0, top], "k--", lw=1, label="theory: removed = log(N/|L|) (Eqs. 6, 10)")
     ax.set(xlabel="log(N / |L|) (nats)", ylabel="measured nats removed per image",
            title="Oracle and Case 1 labels, per image")
@@ -425,7 +434,8 @@ def plot_ambiguity(frame: pd.DataFrame, path: Path) -> None:
 
 def run(cfg: NoiseConfig, out: Path | None = None, force: bool = False, cache_dir: Path | None = None,
         shard: tuple[int, int] | None = None, merge: bool = False, progress: bool = True,
-        log: Callable[[str], None] = print, results_root: Path = Path("results/noisy_labels")) -> dict | None:
+        log: Callable[[str], None] = print, results_root: Path = Path("results/noisy_labels"),
+        command: str = "") -> dict | None:
     """Compute the seeds this process owns, then (unless sharded) write every output; returns the summary."""
     if (shard or merge) and out is None:
         raise ExperimentError("--shard and --merge need --out DIR: the directory every shard and the merge share")
@@ -448,14 +458,19 @@ def run(cfg: NoiseConfig, out: Path | None = None, force: bool = False, cache_di
             f"budget {cfg.budget}")
     from tqdm import tqdm
 
+    cache_warm = True
     for seed in tqdm(todo, desc="seeds", disable=not progress):
         seed_start = time.perf_counter()
-        _save_seed(out, run_seed(cfg, seed, Path(cache_dir or default_cache_dir()), log))
+        result = run_seed(cfg, seed, Path(cache_dir or default_cache_dir()), log)
+        cache_warm &= all(info["cache_hit"] for info in result["models"].values())
+        _save_seed(out, result)
         log(f"seed {seed} done in {time.perf_counter() - seed_start:.0f} s")
     if shard is not None:
         return None
     summary = write_outputs(cfg, out, _load_seeds(out, seeds))
-    summary["timings"] = {"wall_s": round(time.perf_counter() - start, 1)}
+    summary["timings"] = {"wall_s": round(time.perf_counter() - start, 1), "cache_warm": not todo or cache_warm}
+    summary["command"] = command
+    write_atomic(out / "report.md", report_markdown(summary))
     write_json(out / "summary.json", summary)  # last: its presence marks a finished run
     return summary
 
@@ -471,21 +486,32 @@ def write_outputs(cfg: NoiseConfig, out: Path, results: list[dict]) -> dict:
     claim_table = claims(results, cfg)
     claims_md = write_table(claim_table, out, "claims", floatfmt=".3g")
     records = pd.concat([r["records"] for r in results], ignore_index=True)
-    verdicts = theory_tests.verdicts(records, N)
+    verdicts = theory_tests.verdicts(records, cfg.num_classes)
     verdicts_md = write_table(verdicts, out, "verdicts", floatfmt=".3g")
+    m = max(cfg.m, 1)
+    trained = records[records.model != "untrained"]
+    sufficiency = pd.concat([theory_tests.count_sufficiency(trained, f"case1 (m={m}) confusable",
+                                                            f"case1 (m={m}) distant", value=value)
+                             for value in ("accuracy_fused", "removed")], ignore_index=True)
+    sufficiency_md = write_table(sufficiency, out, "count_sufficiency", floatfmt=".3g")
+    case2 = theory_tests.case2_loss(records)
+    case2_md = write_table(case2, out, "case2", floatfmt=".3g")
     curve = tau_curve(results, cfg)
     if len(curve):
         write_table(curve, out, "tau_curve")
         plot_tau(curve, table, out / "tau_curve.png")
-    plot_theory(records, out / "theory.png")
+    plot_theory(records, cfg.num_classes, out / "theory.png")
     plot_learning_curves(results, out / "learning_curves.png")
     summary = {"config": cfg.identity(), "versions": versions(), "table": table.to_dict("records"),
                "claims": claim_table.to_dict("records"), "verdicts": verdicts.to_dict("records"),
+               "count_sufficiency": sufficiency.to_dict("records"), "case2": case2.to_dict("records"),
                "labeler": labeler_summary(results), "headline": headline(table, claim_table, cfg),
                "models": {m: {"segmenter_updates": results[0]["models"][m]["updates"],
                               "train_seconds": [r["models"][m]["train_seconds"] for r in results]}
                           for m in cfg.models},
-               "markdown": {"table": markdown, "claims": claims_md, "verdicts": verdicts_md}}
+               "markdown": {"table": markdown, "claims": claims_md, "verdicts": verdicts_md,
+                            "count_sufficiency": sufficiency_md, "case2": case2_md},
+               "images": int(table["images"].iloc[0])}
     if cfg.ambiguity_sweep:
         sweep = ambiguity_table(results)
         flat = sweep.copy()
@@ -493,7 +519,50 @@ def write_outputs(cfg: NoiseConfig, out: Path, results: list[dict]) -> dict:
         summary["markdown"]["ambiguity"] = write_table(flat, out, "ambiguity")
         plot_ambiguity(sweep, out / "ambiguity.png")
         summary["ambiguity"] = flat.to_dict("records")
+    if len(curve):
+        summary["markdown"]["tau_curve"] = curve.pivot(index="tau", columns="model", values="mean").reset_index() \
+            .to_markdown(index=False, floatfmt=".2f")
     return summary
+
+
+def _line(claim: dict) -> str:
+    return (f"`{claim['b']}` - `{claim['a']}`: **{claim['difference']:+.2f}** MIOU points "
+            f"(95% CI {claim['ci_low']:+.2f} to {claim['ci_high']:+.2f}, permutation p = {claim['p_value']:.3g})")
+
+
+def headline_markdown(summary: dict) -> str:
+    """The headline alone: predicted labels against the fair baseline (for the top-level README)."""
+    lines = ["**Headline: predicted labels against the fair baseline.** Differences in MIOU points, mean over "
+             f"{summary['config']['seeds']} seed(s); CI: bootstrap over images within seeds; p: images' conditions "
+             "swapped at random within seeds.", ""]
+    lines += [f"- {_line(c)}" for c in summary["headline"].values()]
+    labeler = summary.get("labeler")
+    if labeler:
+        lines += ["", f"The image labeler: mAP {100 * labeler['mAP']:.1f} % over object classes, precision "
+                      f"{100 * labeler['precision']:.1f} % and recall {100 * labeler['recall']:.1f} % at tau = "
+                      f"{labeler['tau']:g}."]
+    return "\n".join(lines) + "\n"
+
+
+def report_markdown(summary: dict) -> str:
+    """The run's results as one Markdown document (``report.md``; spliced into validation/README.md)."""
+    cfg, md = summary["config"], summary["markdown"]
+    lines = [f"Measured by `python validation/noisy_labels.py {summary['command']}` "
+             f"({cfg['seeds']} seed(s), {summary['images']} validation images, {summary['versions']['platform']}, "
+             f"torch {summary['versions']['torch']}, {summary['versions']['torch_threads']} threads; "
+             f"wall time {summary['timings']['wall_s']:.0f} s with the model cache "
+             f"{'warm' if summary['timings'].get('cache_warm') else 'cold'}).", "", headline_markdown(summary)]
+    lines += ["Models per seed, each trained for the same number of segmenter updates: " + ", ".join(
+        f"`{m}` {info['segmenter_updates']}" for m, info in summary["models"].items()) + ".", "",
+        "#### All conditions (scores in percent, mean over seeds; MIOU CI over images)", "", md["table"],
+        "#### Claims (paired, B - A)", "", md["claims"], "#### The theory's verdicts", "", md["verdicts"],
+        "#### Count sufficiency: confusable against distant outliers (theory: a - b = 0)", "",
+        md["count_sufficiency"], "#### Case 2: pixels lost, PA drop and log(n/k)", "", md["case2"]]
+    if "tau_curve" in md:
+        lines += ["#### MIOU against tau (mean over seeds; `tau_curve.png`)", "", md["tau_curve"], ""]
+    if "ambiguity" in md:
+        lines += ["#### Gains against scene ambiguity (`ambiguity.png`)", "", md["ambiguity"]]
+    return "\n".join(lines) + "\n"
 
 
 def headline(table: pd.DataFrame, claim_table: pd.DataFrame, cfg: NoiseConfig) -> dict:

@@ -20,7 +20,7 @@ import torch
 from ..files import write_atomic, write_json
 
 __all__ = ["ExperimentError", "prepare_out", "run_stamp", "versions", "write_atomic", "write_json", "write_table",
-           "pyplot", "save_figure", "is_finished"]
+           "pyplot", "save_figure", "is_finished", "splice"]
 
 SUMMARY = "summary.json"
 RUN = "run.json"
@@ -112,6 +112,16 @@ def write_table(frame: pd.DataFrame, out: Path, name: str, floatfmt: str = ".2f"
     markdown = frame.to_markdown(index=False, floatfmt=floatfmt) + "\n"
     write_atomic(out / f"{name}.md", markdown)
     return markdown
+
+
+def splice(path: Path, name: str, text: str) -> None:
+    """Replace the text between ``<!-- name:begin -->`` and ``<!-- name:end -->`` in ``path`` (atomically)."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    document = Path(path).read_text()
+    if document.count(begin) != 1 or document.count(end) != 1:
+        raise ExperimentError(f"{path} must hold the markers {begin} and {end} once each")
+    head, rest = document.split(begin)
+    write_atomic(Path(path), head + begin + "\n" + text.strip() + "\n" + end + rest.split(end)[1])
 
 
 def pyplot():

@@ -7,7 +7,6 @@ from os import PathLike
 import torch
 import torchvision
 from torch import Tensor, nn
-from torchmetrics.functional.classification import binary_average_precision
 
 from .fcn import conv_bn_relu, load_backbone_weights
 
@@ -71,31 +70,3 @@ def build_labeler(name: str, num_classes: int = 21, backbone_weights: str | Path
         raise ValueError(f"unknown labeler {name!r}; valid names: {list(LABELER_BACKBONES)}")
     return Labeler(num_classes, name, backbone_weights)
 
-
-def _check_pair(scores: Tensor, labels: Tensor) -> None:
-    if scores.dim() != 2 or scores.shape != labels.shape:
-        raise ValueError(f"scores and labels must share a shape [B, N], got {tuple(scores.shape)} "
-                         f"and {tuple(labels.shape)}")
-
-
-def average_precision(scores: Tensor, labels: Tensor) -> Tensor:
-    """Per-class AP [N] of scores [B,N] against presence labels [B,N]; NaN for a class with no positive.
-
-    ``AP_c = sum_k (R_k - R_{k-1}) P_k`` over the images ranked by decreasing score (torchmetrics'
-    binary average precision per class); mAP is the ``nanmean`` over the classes of interest.
-    """
-    _check_pair(scores, labels)
-    scores, labels = scores.detach().float().cpu(), labels.bool().cpu()
-    ap = torch.full((scores.shape[1],), torch.nan)
-    for c in labels.any(dim=0).nonzero().flatten().tolist():
-        ap[c] = binary_average_precision(scores[:, c], labels[:, c].long())
-    return ap
-
-
-def precision_recall(scores: Tensor, labels: Tensor, tau: float) -> tuple[float, float]:
-    """Micro precision TP/(TP+FP) and recall TP/(TP+FN) of the labels ``scores >= tau`` (NaN if undefined)."""
-    _check_pair(scores, labels)
-    predicted, truth = scores >= tau, labels.bool()
-    hits = (predicted & truth).sum().item()
-    count, positives = predicted.sum().item(), truth.sum().item()
-    return (hits / count if count else float("nan"), hits / positives if positives else float("nan"))
