@@ -38,7 +38,16 @@ from functools import lru_cache, partial
 from pathlib import Path
 from typing import Callable, Sequence, TextIO
 
-import torch
+# Set before start-up, so the script re-executes itself with them (before importing torch):
+# glibc keeps freed memory in the process instead of returning large blocks to the
+# kernel, so the activations of every iteration don't page-fault afresh (the kernel's
+# page zeroing made model ratios swing by +-10% between runs); idle OpenMP threads
+# sleep instead of spinning, so process CPU time counts work, not waiting
+CHILD_ENV = {"MALLOC_MMAP_THRESHOLD_": str(2**34), "MALLOC_TRIM_THRESHOLD_": str(2**34), "OMP_WAIT_POLICY": "PASSIVE"}
+if __name__ == "__main__" and any(os.environ.get(key) != value for key, value in CHILD_ENV.items()):
+    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **CHILD_ENV})
+
+import torch  # noqa: E402
 
 if str(Path(__file__).resolve().parent) not in sys.path:  # benchmarks/ is not a package
     sys.path.append(str(Path(__file__).resolve().parent))
@@ -51,13 +60,6 @@ from timing import (  # noqa: E402
 )
 
 FuseLog = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-# Set before start-up (the script re-executes itself with them):
-# glibc keeps freed memory in the process instead of returning large blocks to the
-# kernel, so the activations of every iteration don't page-fault afresh (the kernel's
-# page zeroing made model ratios swing by +-10% between runs); idle OpenMP threads
-# sleep instead of spinning, so process CPU time counts work, not waiting
-CHILD_ENV = {"MALLOC_MMAP_THRESHOLD_": str(2**34), "MALLOC_TRIM_THRESHOLD_": str(2**34), "OMP_WAIT_POLICY": "PASSIVE"}
 
 FUSION_SHAPE = {"cpu": (8, 21, 320, 320), "cuda": (8, 21, 512, 512)}
 # fuse_log fwd+bwd / copy fwd+bwd: (expected, margin) per device type.
@@ -145,7 +147,10 @@ def warm_case(kind: str, variant: str, device: str) -> Callable[[], None]:
     return run
 
 
-plain_case = lru_cache(maxsize=None)(partial(warm_case, variant="plain"))  # built once, shared by its gates
+@lru_cache(maxsize=None)
+def plain_case(kind: str, device: str) -> Callable[[], None]:
+    """The plain workload of ``kind``, warm, built once and shared by its gates."""
+    return warm_case(kind, "plain", device)
 
 
 def model_ratio(kind: str, variant: str, device: str = "cpu", *, rounds: tuple[int, int] = ROUNDS["model"],
@@ -154,7 +159,7 @@ def model_ratio(kind: str, variant: str, device: str = "cpu", *, rounds: tuple[i
     dev = torch.device(device)
     threads, clock = model_timing(dev)
     with intra_op_threads(threads):
-        plain, other = plain_case(kind, device=device), warm_case(kind, variant, device)
+        plain, other = plain_case(kind, device), warm_case(kind, variant, device)
         return measure_ratio(other, plain, dev, warmup=0, repeats=rounds[0], max_repeats=rounds[1],
                              tolerance=tolerance, clock=clock)
 
@@ -267,6 +272,4 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
 
 
 if __name__ == "__main__":
-    if any(os.environ.get(key) != value for key, value in CHILD_ENV.items()):  # read at start-up
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **CHILD_ENV})
     sys.exit(main())

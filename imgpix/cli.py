@@ -148,11 +148,13 @@ def run_train(args) -> None:
 
 
 def _check_root(data: str, root: str | None) -> None:
-    """voc and folder data need --root; synthetic data has none (a given one would be silently ignored)."""
+    """voc and folder data need an existing --root; synthetic data has none (a given one would be ignored)."""
     if data in ("voc", "folder") and not root:
         raise ValueError(f"--data {data} needs --root DIR (the dataset folder)")
     if data == "synthetic" and root:
         raise ValueError(f"--root is for --data voc or folder; the synthetic data has no folder (got --root {root})")
+    if root and not Path(root).is_dir():
+        raise FileNotFoundError(f"the {data} dataset folder {root} does not exist: check --root")
 
 
 def _checkpoint_file(text: str) -> Path:
@@ -184,7 +186,7 @@ def run_evaluate(args) -> None:
     model, cfg, state = load_checkpoint(path, args.device)
     given = {name: getattr(args, name) for name in ("data", "root", "classes", "background", "skip_bad_files",
                                                       "num_val") if getattr(args, name) is not None}
-    cfg = replace(cfg, device=args.device, **given)
+    cfg = replace(cfg, device=args.device, progress=args.progress, **given)
     _check_root(cfg.data, cfg.root)
     if cfg.info.num_classes != model.num_classes:
         where = f" in {cfg.root}" if cfg.root else ""

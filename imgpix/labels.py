@@ -154,7 +154,7 @@ class LabelSource:
 
     @property
     def name(self) -> str:
-        """Short display name, e.g. ``unfused``, ``oracle``, ``labeler@0.25``, ``noisy(m=3,k=1)``."""
+        """Short display name, e.g. ``unfused``, ``oracle``, ``labeler@0.3``, ``noisy(m=3,k=1)``."""
         if self.kind == "labeler":
             name = f"labeler@{self.tau:g}"
         elif self.kind == "noisy":

@@ -454,6 +454,13 @@ def make_out_dir(out: Path) -> bool:
     return new
 
 
+def remove_torn_files(out: Path) -> None:
+    """Delete the temporaries of an atomic write killed halfway (``.checkpoint.pt.<pid>.tmp``, ...)."""
+    for name in (CHECKPOINT, HISTORY, "config.json"):
+        for torn in out.glob(f".{name}.*.tmp"):
+            torn.unlink(missing_ok=True)
+
+
 def discard_failed_start(out: Path, created: bool) -> None:
     """Remove what a run that stopped before its first checkpoint wrote (and ``out`` itself if it made it)."""
     for name in ("config.json", HISTORY):
@@ -491,6 +498,8 @@ def train(cfg: TrainConfig, out: str | Path, log: Callable[[str], None] = print)
     val_loader = make_loader(cfg, val_set, shuffle=False)
     trainer = Trainer(cfg)
     created = dist.is_main() and make_out_dir(out)
+    if dist.is_main():
+        remove_torn_files(out)
     resume_or_start(trainer, out)
     main = dist.is_main()
     if trainer.epoch >= cfg.epochs:

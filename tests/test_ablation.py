@@ -173,7 +173,8 @@ def test_quick_run_writes_every_output_with_matched_updates(quick_run):
 def test_quick_run_tables_hold_the_paper_and_the_paired_tests(quick_run):
     out = quick_run[0] / "out"
     table2 = {r["row"]: r for r in _table(out, "table2")}
-    assert [float(table2[r]["paper_MIOU"]) for r in ("baseline", "+ discriminator", "+ generator")] == [59.4, 60.6, 63.8]
+    rows = ("baseline", "+ discriminator", "+ generator")
+    assert [float(table2[r]["paper_MIOU"]) for r in rows] == [59.4, 60.6, 63.8]
     assert float(table2["+ generator"]["paper_delta"]) == pytest.approx(4.4)
     for row in (table2["+ discriminator"], table2["+ generator"]):
         assert row["sign_agrees"] == ("yes" if float(row["delta"]) > 0 else "no")
@@ -202,9 +203,11 @@ def test_rerun_resume_and_force(quick_run):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming" in resumed.stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["timings"]["cells_computed"] == 1 and summary["variants"]["add"]["cache_hits"] == [True, True]
+    assert summary["timings"]["cells_computed"] == 1
+    assert summary["variants"]["add"]["cache_hits"] == [False, True]  # seed 1's cell: recomputed from the cache
+    (out / "summary.json").unlink()  # unfinished again, but another configuration asks for it: refused
     other = run_cli(*TINY[:-1], "--seeds", "3", "--out", str(out), "--cache-dir", str(cache), "--no-progress")
-    assert other.returncode == 2
+    assert other.returncode == 2 and "already exists" in other.stderr and not ablation.cell_path(out, "add", 2).exists()
     (out / "keep.txt").write_text("not ours")
     forced = run_cli(*TINY, "--jobs", "1", "--force", "--out", str(out), "--cache-dir", str(cache))
     assert forced.returncode == 0, forced.stderr[-2000:]

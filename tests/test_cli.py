@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from imgpix.labels import DEFAULT_TAU
+
 METRICS = ("PA", "MPA", "FWAA", "MIOU")
 TIMEOUT = 300
 TRAIN_ARGS = ["--num-train", "8", "--num-val", "8", "--epochs", "1", "--batch-size", "4", "--image-size", "32"]
@@ -34,21 +36,22 @@ def finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
 
 
 BAD = {  # run as subprocesses: name -> (argv, what stderr must say)
-    "tau": (["train", "--tau", "1.5"], r"argument --tau: must lie in \[0, 1\], got 1.5"),
+    "tau": (["train", "--tau", "1.5"], r"argument --tau: must be a number in \[0, 1\], got '1.5'"),
     "missing_checkpoint": (["evaluate", "--checkpoint", "{tmp}/nowhere/checkpoint.pt"], r"checkpoint not found"),
     "voc_missing_root": (["train", "--data", "voc", "--root", "{tmp}/no_voc_here", "--out", "{tmp}/voc_out",
                           "--model", "tiny", "--labeler", "none"],
                          r"(?s)VOC root .*no_voc_here.* is missing.*expected layout.*VOCdevkit/VOC2012/JPEGImages"),
+    "theory_domain": (["theory", "--N", "3", "--n", "5"],  # was "undefined (...)" and exit 0
+                      r"^imgpix theory: error: out of domain: 1 <= n <= N does not hold \(N=3, n=5\)\n$"),
 }
 USAGE_ERRORS = {  # parser errors, checked in-process through imgpix.cli.main (no torch import per case)
-    "tau": (["train", "--tau", "-0.1"], r"argument --tau: must lie in \[0, 1\]"),
-    "epochs": (["train", "--epochs", "0"], r"argument --epochs: must be >= 1, got 0"),
-    "batch": (["train", "--batch-size", "x"], r"argument --batch-size: invalid"),
+    "tau": (["train", "--tau", "-0.1"], r"argument --tau: must be a number in \[0, 1\]"),
+    "epochs": (["train", "--epochs", "0"], r"argument --epochs: must be an integer >= 1, got '0'"),
+    "batch": (["train", "--batch-size", "x"], r"argument --batch-size: must be an integer >= 1, got 'x'"),
     "model": (["train", "--model", "nope"], r"argument --model: invalid choice: 'nope'"),
-    "voc_no_root": (["train", "--data", "voc"], r"--data voc needs --root"),
     "evaluate_no_checkpoint": (["evaluate"], r"the following arguments are required: --checkpoint"),
     "evaluate_bad_source": (["evaluate", "--checkpoint", "x", "--label-source", "gt"],
-                            r"argument --label-source: invalid choice: 'gt'"),
+                            r"argument --label-source: label source 'gt' is not one of"),
     "no_command": ([], r"required: command|the following arguments are required"),
 }
 
@@ -59,19 +62,21 @@ def runs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
     tmp = tmp_path_factory.mktemp("cli")
     repo = Path(__file__).resolve().parents[1]
     out = tmp / "run"
+    (tmp / "no_voc_here").mkdir()  # a folder without the VOC layout
     procs = {"train": start("train", *TRAIN_ARGS, "--out", str(out), cwd=repo),
              "theory": start("theory", cwd=repo)}
     for name, (argv, _) in BAD.items():
         procs[name] = start(*(a.format(tmp=tmp) for a in argv), cwd=repo)
     results = {name: finish(proc) for name, proc in procs.items()}
     assert results["train"].returncode == 0, results["train"].stderr[-3000:]
+    assert not (tmp / "voc_out").exists()  # the data are checked before --out is made
     # a copy of the checkpoint without its labeler (as if trained with --labeler none)
     state = torch.load(out / "checkpoint.pt", weights_only=False)
     state["config"]["labeler"] = None
     state["model"] = {k: v for k, v in state["model"].items() if not k.startswith("labeler.")}
     no_labeler = tmp / "no_labeler.pt"
     torch.save(state, no_labeler)
-    state["config"]["fusion"] = None  # as if trained with --fusion none
+    state["config"].update(fusion=None, train_labels="none")  # as if trained with --fusion none
     unfused = tmp / "unfused.pt"
     torch.save(state, unfused)
     wave2 = {"eval_oracle": start("evaluate", "--checkpoint", str(out), "--label-source", "oracle", cwd=repo),
@@ -105,31 +110,38 @@ def test_train_writes_run_directory(runs):
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["1"]
     assert set(METRICS) <= rows[0].keys()
-    assert re.search(r"epoch=1 .*MIOU=\d\.\d{4}", runs["train"].stdout)
+    # scores in percent everywhere a person reads them: the log and metrics.csv
+    line = re.search(r"epoch 1/1: .* MIOU=(\d+\.\d\d)% .*\(oracle labels\)", runs["train"].stdout)
+    assert line and float(line.group(1)) == pytest.approx(float(rows[0]["MIOU"]), abs=0.006)
 
 
 def test_evaluate_prints_metric_table(runs):
     result = runs["eval_oracle"]
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith(f"{runs['_out'] / 'checkpoint.pt'} (epoch 1, trained dot-fused) on 8 "
+                                    "synthetic val images; scores in percent\n")
     values = table_row(result.stdout, "oracle")
-    # the same numbers as the training run's validation row (oracle labels, same split)
+    # the same numbers as the training run's validation row (oracle labels, same split, percent)
     row = next(csv.DictReader((runs["_out"] / "metrics.csv").open()))
     for k in METRICS:
-        assert values[k] == pytest.approx(100 * float(row[k]), abs=0.011), k
+        assert values[k] == pytest.approx(float(row[k]), abs=0.006), k
 
 
 def test_evaluate_defaults_to_labeler(runs):
     result = runs["eval_default"]
     assert result.returncode == 0, result.stderr[-3000:]
-    table_row(result.stdout, "labeler")
+    table_row(result.stdout, f"labeler@{DEFAULT_TAU:g}")  # the label source and its tau
+    assert "labeler@tau = the classes the checkpoint's image labeler scores >= tau" in result.stdout
 
 
 def test_evaluate_unfused_checkpoint_reports_no_labels(runs):
     result = runs["eval_unfused"]
     assert result.returncode == 0, result.stderr[-3000:]
-    table_row(result.stdout, "none")
-    refused = runs["eval_unfused_oracle"]
-    assert refused.returncode == 2 and "--fusion none" in refused.stderr
+    assert "trained unfused" in result.stdout
+    table_row(result.stdout, "unfused")
+    posthoc = runs["eval_unfused_oracle"]  # labels fused into a model trained without them: said so
+    assert posthoc.returncode == 0, posthoc.stderr[-3000:]
+    table_row(posthoc.stdout, "oracle (post-hoc)")
 
 
 def test_evaluate_labeler_source_without_labeler_is_usage_error(runs):

@@ -3,7 +3,7 @@
 The run is killed with SIGTERM (Python's default action: the process dies at
 once, no cleanup) early in epoch 2 of 3, i.e. after the epoch-1
 checkpoint. Then: every file in ``--out`` is intact (checkpoint loads, at
-epoch 1; metrics.csv parses, one row), a torn ``checkpoint.pt.tmp`` (as a kill
+epoch 1; metrics.csv parses, one row), a torn ``.checkpoint.pt.<pid>.tmp`` (as a kill
 during a save leaves) is planted, and the same command is rerun. It must
 resume at epoch 2 and finish with exactly (bit for bit, on CPU with one
 thread) the parameters, optimiser states and metrics.csv of an uninterrupted
@@ -94,10 +94,11 @@ def test_sigterm_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == FILES  # nothing torn or temporary left behind
     assert torch.load(out / CHECKPOINT, weights_only=False)["epoch"] == 1
     assert [row["epoch"] for row in history(out)] == ["1"]
-    (out / "checkpoint.pt.tmp").write_bytes(b"torn")  # as a kill during torch.save would leave
+    (out / ".checkpoint.pt.12345.tmp").write_bytes(b"torn")  # as a kill during the atomic save would leave
 
     resumed = run(out)  # the same command again
-    assert "epoch=1 " not in resumed.stdout and "epoch=2 " in resumed.stdout  # resumed, not restarted
+    assert resumed.stdout.startswith(f"resuming from epoch 1 of {out}\n")  # resumed, not restarted, and says so
+    assert "epoch 1/3:" not in resumed.stdout and "epoch 2/3:" in resumed.stdout
     assert sorted(p.name for p in out.iterdir()) == FILES
     assert history(out) == history(reference)  # losses and PA/MPA/FWAA/MIOU of all 3 epochs, exactly
     final = torch.load(out / CHECKPOINT, weights_only=False)

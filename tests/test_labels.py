@@ -235,6 +235,17 @@ def test_corrupt_bad_arguments_raise(kwargs, match):
         lb.corrupt(torch.ones(2, 4, dtype=torch.bool), **kwargs)
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    ({"protected": [3]}, "protected"), ({"protected": [-1]}, "protected"),
+    ({"outlier_weights": torch.ones(4)}, "outlier_weights"), ({"outlier_weights": torch.ones(2, 3)}, "outlier_weights"),
+])
+def test_corrupt_rejects_classes_and_weights_of_another_size(kwargs, match):
+    """Protected ids outside [0, N) (-1 would silently protect class N-1) and weights that are
+    neither [N] nor [B, N] are a ValueError naming the argument."""
+    with pytest.raises(ValueError, match=match):
+        lb.corrupt(torch.tensor([[True, False, False]]), m=1, generator=seeded(0), **kwargs)
+
+
 def test_corrupt_bad_shape_raises():
     with pytest.raises(ValueError, match="shape"):
         lb.corrupt(torch.ones(4, dtype=torch.bool), m=1)

@@ -240,7 +240,8 @@ def test_confusion_matrix_class_accumulates_batches(data):
 @given(segmentations(), st.integers(0, 4))
 def test_merge_and_add_counts_equal_one_update(data, cut):
     n, pred, target = data
-    first, second = ConfusionMatrix(n).update(pred[:cut], target[:cut]), ConfusionMatrix(n).update(pred[cut:], target[cut:])
+    first = ConfusionMatrix(n).update(pred[:cut], target[:cut])
+    second = ConfusionMatrix(n).update(pred[cut:], target[cut:])
     assert first.merge(second) is first
     whole = confusion_matrix(pred, target, n)
     assert torch.equal(first.matrix, whole)
@@ -302,6 +303,12 @@ def test_labeler_scores_degenerate_cases():
     assert nothing_predicted["precision"] == 0.0 and nothing_predicted["recall"] == 0.0
     everything = labeler_scores(LABELER_SCORES, LABELER_TRUTH, tau=0.0)
     assert everything["precision"] == pytest.approx(3 / 12) and everything["recall"] == 1.0
+
+
+@pytest.mark.parametrize("tau", [-0.1, 1.5, float("nan")])
+def test_labeler_scores_check_tau(tau):
+    with pytest.raises(ValueError, match="tau"):
+        labeler_scores(LABELER_SCORES, LABELER_TRUTH, tau)
 
 
 def reference_ap(scores: np.ndarray, truth: np.ndarray) -> float:

@@ -115,15 +115,19 @@ def test_score_interval_mean_and_sd_are_over_the_per_seed_scores():
 
 @pytest.mark.parametrize("metric", METRIC_NAMES)
 def test_score_interval_covers_the_population_score(metric):
-    """Datasets of 200 images from a known population: the 95% CI covers its score in about 95% of them."""
+    """Datasets of 200 images from a known population: the 95% CI covers its score in about 95% of them,
+    and is as wide as +-1.96 times the score's sd over datasets."""
     truth = paired.score(two_class_expected(), metric)
-    covered = []
+    covered, estimates, widths = [], [], []
     for repeat in range(40):
         images = two_class_images(np.random.default_rng(100 + repeat), 200)
         ci = paired.score_interval(images, np.zeros(200), metric, rng_seed=repeat)
         assert ci["ci_low"] <= ci["mean"] <= ci["ci_high"]
         covered.append(ci["ci_low"] <= truth <= ci["ci_high"])
-    assert 0.85 <= np.mean(covered) <= 1.0
+        estimates.append(ci["mean"])
+        widths.append(width(ci))
+    assert np.mean(covered) >= 0.85
+    assert np.mean(widths) == pytest.approx(2 * 1.96 * np.std(estimates, ddof=1), rel=0.3)
 
 
 def test_score_interval_narrows_as_one_over_root_images():

@@ -1,25 +1,28 @@
-"""Training: which parameters each step of the 3-step iteration moves, the one-forward
-shortcut of steps 2+3 against the paper's sequential steps, losses, checkpoints, resume,
-and evaluation over a split."""
+"""Training: which parameters each step of the 3-step iteration moves, the labels and losses of an
+iteration, the one-forward shortcut of steps 2+3 against the paper's sequential steps, the config
+and its checks, loaders (fresh synthetic images per epoch), checkpoints, resume, divergence, and
+evaluation over a split."""
 
 from __future__ import annotations
 
+import copy
 import csv
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 import imgpix.train as T
-from imgpix.data import NUM_CLASSES, SyntheticScenes
+from imgpix.data import NUM_CLASSES, BadFilesError, SyntheticScenes
+from imgpix.data.synthetic import PRESETS, class_names
 from imgpix.fusion import fuse_log
-from imgpix.labels import IGNORE_INDEX, from_masks
-from imgpix.losses import MIN_LOG_PROB, segmentation_loss
+from imgpix.labels import IGNORE_INDEX, LabelSource, corrupt, from_masks
+from imgpix.losses import MIN_LOG_PROB, reconstruction_loss, segmentation_loss
 from imgpix.metrics import confusion_matrix, scores
 from imgpix.train import Trainer, TrainConfig
+from voc_tree import build_folder_tree, write_garbage
 
 SIZE = 32
 
@@ -28,8 +31,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cfg_for(**overrides) -> TrainConfig:
-    base = dict(image_size=SIZE, num_train=8, num_val=6, batch_size=4, epochs=1, labeler="tiny", seed=0)
+    base = dict(image_size=SIZE, num_train=8, num_val=6, batch_size=4, epochs=1, labeler="tiny", seed=0,
+                progress=False)
     return TrainConfig(**{**base, **overrides})
+
+
+def quiet(line: str) -> None:
+    pass
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +64,10 @@ def all_changed(module: torch.nn.Module, before: dict[str, torch.Tensor]) -> boo
     return all(not torch.equal(p, before[name]) for name, p in module.named_parameters())
 
 
-def count_steps(monkeypatch, optimizer: torch.optim.Optimizer) -> list[int]:
+def count_steps(monkeypatch, optimizer: torch.optim.Optimizer | None) -> list[int]:
     calls = [0]
+    if optimizer is None:
+        return calls
     original = optimizer.step
 
     def counted(*args, **kwargs):
@@ -71,121 +81,117 @@ def count_steps(monkeypatch, optimizer: torch.optim.Optimizer) -> list[int]:
 # --- which parameters each step moves ------------------------------------------------------
 
 
-def test_step2_alone_moves_generator_not_segmentation(batch):
-    image, mask = batch
-    trainer = Trainer(cfg_for())
-    trainer.model.train()
-    labels = from_masks(mask, NUM_CLASSES)
-    seg0, gen0, lab0 = snapshot(trainer.model.seg), snapshot(trainer.model.generator), snapshot(trainer.model.labeler)
-    log_probs = trainer.fused(image, labels)
-    loss = trainer.aux_step_loss(log_probs, image, mask)
-    assert loss.requires_grad and torch.isfinite(loss)
+def step2_alone(trainer: Trainer, image, mask) -> dict[str, float]:
+    """Step 2 by itself: the generator (or discriminator) on the P' of a frozen s."""
+    loss = trainer.aux_step_loss(trainer.fused(image, from_masks(mask, NUM_CLASSES)), image, mask)
+    assert loss.requires_grad
     T.step(loss, trainer.aux_opt)
-    assert unchanged(trainer.model.seg, seg0)
-    assert all(p.grad is None for p in trainer.model.seg.parameters()), "step 2 leaked a gradient into s"
-    assert all_changed(trainer.model.generator, gen0)
-    assert unchanged(trainer.model.labeler, lab0)
+    return {"aux": loss.item()}
 
 
-def test_3step_iteration_moves_segmentation_and_generator_not_labeler(batch, monkeypatch):
+def iteration(trainer: Trainer, image, mask) -> dict[str, float]:
+    return trainer.iteration(image, mask)
+
+
+def labeler_bce(trainer: Trainer, image, mask) -> dict[str, float]:
+    return {"labeler": trainer.labeler_iteration(image, mask)}
+
+
+MODULES = ("seg", "generator", "discriminator", "labeler")
+ADVERSARIAL = {"generator": False, "discriminator": True}
+# config overrides, what runs, its losses, optimiser steps (seg, aux, labeler), modules that move
+MOVES = {
+    "step 2 alone": ({}, step2_alone, {"aux"}, (0, 1, 0), {"generator"}),
+    "3step": ({}, iteration, {"seg", "aux", "joint"}, (2, 2, 0), {"seg", "generator"}),
+    "joint": ({"procedure": "joint"}, iteration, {"seg", "joint"}, (1, 1, 0), {"seg", "generator"}),
+    "no generator": ({"generator": False}, iteration, {"seg"}, (1, 0, 0), {"seg"}),
+    "discriminator step 2 alone": (ADVERSARIAL, step2_alone, {"aux"}, (0, 1, 0), {"discriminator"}),
+    "discriminator 3step": (ADVERSARIAL, iteration, {"seg", "aux", "joint"}, (2, 1, 0), {"seg", "discriminator"}),
+    "labeler BCE": ({}, labeler_bce, {"labeler"}, (0, 0, 1), {"labeler"}),
+}
+
+
+@pytest.mark.parametrize("name", MOVES)
+def test_which_parameters_move(batch, monkeypatch, name):
+    """s moves in steps 1 and 3, g in steps 2 and 3, a discriminator in step 2 only, the labeler only
+    in its own BCE step; a module that does not move gets no gradient either."""
+    overrides, run, loss_names, steps, moving = MOVES[name]
     image, mask = batch
-    trainer = Trainer(cfg_for())
+    trainer = Trainer(cfg_for(**overrides))
     trainer.model.train()
-    seg_steps, aux_steps = count_steps(monkeypatch, trainer.seg_opt), count_steps(monkeypatch, trainer.aux_opt)
-    lab_steps = count_steps(monkeypatch, trainer.labeler_opt)
-    seg0, gen0, lab0 = snapshot(trainer.model.seg), snapshot(trainer.model.generator), snapshot(trainer.model.labeler)
+    optimizers = (trainer.seg_opt, trainer.aux_opt, trainer.labeler_opt)
+    counts = [count_steps(monkeypatch, opt) for opt in optimizers]
+    modules = {m: getattr(trainer.model, m) for m in MODULES if getattr(trainer.model, m) is not None}
+    assert moving <= set(modules)
+    before = {m: snapshot(module) for m, module in modules.items()}
+    losses = run(trainer, image, mask)
+    assert set(losses) == loss_names and all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+    assert tuple(c[0] for c in counts) == steps
+    for m, module in modules.items():
+        if m == "seg" and steps[0] == 1:  # one step from zero-initialised score layers moves those first
+            assert {"score_fr.weight", "score_fr.bias"} <= moved(module, before[m])
+        elif m in moving:  # Adam, or two SGD steps, move every parameter
+            assert all_changed(module, before[m]), m
+        else:
+            assert unchanged(module, before[m]), m
+            assert all(p.grad is None for p in module.parameters()), f"a gradient leaked into {m}"
+    for opt, count in zip(optimizers[1:], counts[1:]):
+        if opt is not None and count[0]:
+            assert int(opt.state[opt.param_groups[0]["params"][0]]["step"]) == count[0]
+
+
+# --- the labels and losses of an iteration ---------------------------------------------------
+
+
+def expected_labels(model, cfg: TrainConfig, image, mask) -> torch.Tensor | None:
+    """The labels ``cfg.train_labels`` stands for, built by hand from the masks or the labeler."""
+    presence = from_masks(mask, NUM_CLASSES)
+    spec = cfg.train_labels
+    if spec == "none":
+        return None
+    if spec == "oracle":
+        return presence
+    if spec.startswith("labeler"):
+        labels = model.label_scores(image) >= 0.5
+        labels[:, 0] = True  # the background
+        return labels
+    return corrupt(presence, 2, 1, torch.Generator().manual_seed(cfg.seed), protected=[0])
+
+
+@pytest.mark.parametrize("overrides", [
+    {}, {"procedure": "joint"}, {"fusion": None, "train_labels": "none"}, {"train_labels": "noisy:m=2,k=1", "seed": 3},
+    {"train_labels": "labeler@0.5", "generator": False},
+], ids=["oracle", "joint", "unfused", "noisy", "labeler"])
+def test_iteration_losses_are_eq2_and_eq3_of_the_labels_asked_for(batch, overrides):
+    """``seg`` is Eq. 2 of the model before the iteration, fused with the labels of ``train_labels``;
+    the joint procedure's ``joint`` adds ``aux_weight`` times Eq. 3 of the same forward pass."""
+    image, mask = batch
+    cfg = cfg_for(aux_weight=0.7, **overrides)
+    trainer = Trainer(cfg)
+    trainer.model.train()
+    before = copy.deepcopy(trainer.model)
+    labels = expected_labels(before, cfg, image, mask)
+    with torch.no_grad():
+        out = before(image, labels)
     losses = trainer.iteration(image, mask)
-    assert set(losses) == {"seg", "aux", "joint"}
-    assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
-    assert (seg_steps[0], aux_steps[0], lab_steps[0]) == (2, 2, 0)  # s: steps 1+3, g: steps 2+3
-    assert all_changed(trainer.model.seg, seg0)
-    assert all_changed(trainer.model.generator, gen0)
-    assert unchanged(trainer.model.labeler, lab0)
-    assert all(p.grad is None for p in trainer.model.labeler.parameters())
-    gen_param = next(trainer.model.generator.parameters())
-    assert int(trainer.aux_opt.state[gen_param]["step"]) == 2
+    seg = segmentation_loss(out.log_probs, mask).item()
+    assert losses["seg"] == pytest.approx(seg, rel=1e-6)
+    if cfg.procedure == "joint":
+        gen = reconstruction_loss(out.reconstruction, image).item()
+        assert losses["joint"] == pytest.approx(seg + 0.7 * gen, rel=1e-6)
+    if labels is not None:  # guard: these labels change the loss
+        with torch.no_grad():
+            assert segmentation_loss(before(image).log_probs, mask).item() != pytest.approx(seg, rel=1e-3)
 
 
-def test_joint_procedure_is_one_step_of_each(batch, monkeypatch):
+def test_non_finite_logits_raise_diverged(batch):
     image, mask = batch
-    trainer = Trainer(cfg_for(procedure="joint"))
-    trainer.model.train()
-    seg_steps, aux_steps = count_steps(monkeypatch, trainer.seg_opt), count_steps(monkeypatch, trainer.aux_opt)
-    seg0, gen0, lab0 = snapshot(trainer.model.seg), snapshot(trainer.model.generator), snapshot(trainer.model.labeler)
-    losses = trainer.iteration(image, mask)
-    assert set(losses) == {"seg", "joint"}
-    assert (seg_steps[0], aux_steps[0]) == (1, 1)
-    gen_param = next(trainer.model.generator.parameters())
-    assert int(trainer.aux_opt.state[gen_param]["step"]) == 1
-    # one SGD step from the zero-initialised score layers moves those (not yet the BN shifts)
-    assert {"score_fr.weight", "score_fr.bias"} <= moved(trainer.model.seg, seg0)
-    assert all_changed(trainer.model.generator, gen0)
-    assert unchanged(trainer.model.labeler, lab0)
-    # the joint loss is L_seg + aux_weight * L_gen
-    assert losses["joint"] > losses["seg"]
-
-
-def test_without_generator_only_segmentation_moves(batch, monkeypatch):
-    image, mask = batch
-    trainer = Trainer(cfg_for(generator=False))
-    assert trainer.aux is None and trainer.aux_opt is None
-    trainer.model.train()
-    seg_steps, lab_steps = count_steps(monkeypatch, trainer.seg_opt), count_steps(monkeypatch, trainer.labeler_opt)
-    seg0, lab0 = snapshot(trainer.model.seg), snapshot(trainer.model.labeler)
-    losses = trainer.iteration(image, mask)
-    assert set(losses) == {"seg"}
-    assert (seg_steps[0], lab_steps[0]) == (1, 0)
-    assert {"score_fr.weight", "score_fr.bias"} <= moved(trainer.model.seg, seg0)
-    assert unchanged(trainer.model.labeler, lab0)
-    # the labeler moves only through its own BCE iteration, which leaves s alone
-    seg1 = snapshot(trainer.model.seg)
-    loss = trainer.labeler_iteration(image, mask)
-    assert loss > 0 and lab_steps[0] == 1
-    assert all_changed(trainer.model.labeler, lab0)
-    assert unchanged(trainer.model.seg, seg1)
-
-
-def test_no_fusion_trains_on_plain_softmax(batch, monkeypatch):
-    """fusion=None: iteration never builds labels (from_masks is not called)."""
-    image, mask = batch
-    trainer = Trainer(cfg_for(fusion=None, generator=False, labeler=None))
-    called = []
-    monkeypatch.setattr(T, "from_masks", lambda *a, **k: called.append(1))
-    trainer.model.train()
-    trainer.iteration(image, mask)
-    assert called == []
-
-
-def test_discriminator_iteration(batch, monkeypatch):
-    image, mask = batch
-    trainer = Trainer(cfg_for(generator=False, discriminator=True, labeler=None))
-    disc = trainer.model.discriminator
-    assert trainer.aux is disc and trainer.model.generator is None
-    trainer.model.train()
-    # step 2 alone: the discriminator moves, s does not
-    seg0, disc0 = snapshot(trainer.model.seg), snapshot(disc)
-    log_probs = trainer.fused(image, from_masks(mask, NUM_CLASSES))
-    T.step(trainer.aux_step_loss(log_probs, image, mask), trainer.aux_opt)
-    assert unchanged(trainer.model.seg, seg0)
-    assert not unchanged(disc, disc0)
-    # a full iteration: s in steps 1 and 3, the discriminator only in step 2
-    seg_steps, aux_steps = count_steps(monkeypatch, trainer.seg_opt), count_steps(monkeypatch, trainer.aux_opt)
-    seg1, disc1 = snapshot(trainer.model.seg), snapshot(disc)
-    losses = trainer.iteration(image, mask)
-    assert set(losses) == {"seg", "aux", "joint"} and all(v == v for v in losses.values())
-    assert (seg_steps[0], aux_steps[0]) == (2, 1)
-    assert not unchanged(trainer.model.seg, seg1) and not unchanged(disc, disc1)
-    assert int(trainer.aux_opt.state[next(disc.parameters())]["step"]) == 2  # one per aux_step_loss above
-
-
-def test_generator_and_discriminator_together_rejected():
-    with pytest.raises(ValueError, match="generator or the discriminator"):
-        cfg_for(discriminator=True)
-    with pytest.raises(ValueError, match="step 2 only"):
-        cfg_for(discriminator=True, generator=False, procedure="joint")
-    for bad in ({"procedure": "4step"}, {"train_labels": "labeler"}, {"epochs": 0}, {"batch_size": 0}):
-        with pytest.raises(ValueError):
-            cfg_for(**bad)
+    trainer = Trainer(cfg_for(generator=False, labeler=None))
+    with torch.no_grad():
+        trainer.model.seg.score_fr.bias[3] = float("nan")
+    with pytest.raises(T.DivergedError, match="non-finite logits in epoch 1; no epoch finished"):
+        trainer.iteration(image, mask)
+    assert issubclass(T.DivergedError, ValueError)
 
 
 # --- the one-forward shortcut against the paper's sequential 3 steps --------------------------
@@ -321,27 +327,123 @@ def test_segmentation_loss_all_excluded_is_constant():
     assert torch.equal(logits.grad, torch.zeros_like(logits))
 
 
-def test_one_hot_and_label_fn():
+def test_one_hot():
     mask = torch.tensor([[[0, 3], [IGNORE_INDEX, 20]]])
     hot = T.one_hot(mask, NUM_CLASSES)
     assert hot.shape == (1, NUM_CLASSES, 2, 2)
     assert hot[0, :, 1, 0].sum() == 0  # ignored pixel
     assert hot[0, 3, 0, 1] == 1 and hot[0, 20, 1, 1] == 1 and hot.sum() == 3
-    image = torch.zeros(1, 3, 2, 2)
-    assert torch.equal(T.label_fn("oracle")(image, mask), from_masks(mask, NUM_CLASSES))
-    assert T.label_fn("none")(image, mask) == "none"
-    assert T.label_fn("labeler")(image, mask) is None
-    with pytest.raises(ValueError, match="label source"):
-        T.label_fn("gt")
+
+
+# --- the config ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"discriminator": True}, "generator or the discriminator"),
+    ({"discriminator": True, "generator": False, "procedure": "joint"}, "step 2 only"),
+    ({"procedure": "4step"}, "procedure"),
+    ({"fusion": "mul"}, "fusion"),
+    ({"fusion": None}, "train_labels must be 'none'"),
+    ({"fusion": None, "train_labels": "noisy:m=1,k=1"}, "train_labels must be 'none'"),
+    ({"train_labels": "labeler", "labeler": None}, "needs a labeler"),
+    ({"train_labels": "gt"}, "label source"),
+    ({"train_labels": "noisy:m=1,k=0"}, "k must"),
+    ({"tau": 1.5}, "tau"),
+    ({"epochs": 0}, "epochs"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"lr": float("nan")}, "lr must be a finite"),
+    ({"lr": 0.0}, "lr must be a finite number > 0"),
+    ({"aux_lr": float("inf")}, "aux_lr"),
+    ({"momentum": -0.1}, "momentum must be a finite number >= 0"),
+    ({"weight_decay": float("inf")}, "weight_decay"),
+    ({"aux_weight": float("nan")}, "aux_weight"),
+])
+def test_bad_configs_raise(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        cfg_for(**overrides)
+
+
+def test_config_properties():
+    cfg = cfg_for(train_labels="noisy:m=3,k=1", seed=5, tau=0.4)
+    assert cfg.info.num_classes == NUM_CLASSES and len(cfg.info.class_names) == NUM_CLASSES
+    assert cfg.info.background == 0 and cfg.protected == (0,)
+    assert cfg.train_source == LabelSource("noisy", m=3, k=1, seed=5, tau=0.4, protected=(0,))
+    assert cfg_for(train_labels="labeler@0.3").train_source == LabelSource("labeler", tau=0.3, protected=(0,))
+    assert cfg_for(tau=0.4, train_labels="labeler").train_source.tau == 0.4
+    assert cfg_for().train_source == LabelSource("oracle")
+    assert cfg.eval_source == LabelSource("oracle")
+    unfused = cfg_for(fusion=None, train_labels="none")
+    assert unfused.train_source == unfused.eval_source == LabelSource("none")
+    assert TrainConfig.from_dict({**asdict(cfg), "unknown": 1}) == cfg
+    assert T.resolve_data(cfg).train_split == "train" and cfg.train_split is None
+    assert T.resolve_data(cfg_for(train_split="val")).train_split == "val"
+
+
+# --- loaders -------------------------------------------------------------------------------
+
+
+def first_images(loader) -> torch.Tensor:
+    return torch.stack([loader.dataset[i][0] for i in range(2)])
+
+
+def test_fresh_synthetic_images_each_epoch_unless_fixed():
+    cfg = cfg_for()
+    assert len(T.build_split(cfg, "train")) == 8 and len(T.build_split(cfg, "val")) == 6
+    one, two = (first_images(T.build_loader(cfg, "train", shuffle=True, epoch=e)) for e in (1, 2))
+    assert not torch.equal(one, two)
+    assert torch.equal(one, first_images(T.build_loader(cfg, "train", shuffle=True, epoch=1)))
+    fixed = replace(cfg, fixed_train=True)
+    assert torch.equal(*(first_images(T.build_loader(fixed, "train", shuffle=True, epoch=e)) for e in (1, 2)))
+    val = [first_images(T.build_loader(cfg, "val", epoch=e)) for e in (1, 2)]
+    assert torch.equal(*val) and not torch.equal(val[0], one)
+
+
+def test_scene_settings_reach_both_splits():
+    cfg = cfg_for(scene_preset="voc", ambiguity=0.5, family_size=2, co_occurrence=True, seed=4)
+    for split in ("train", "val"):
+        data = T.build_split(cfg, split)
+        assert (data.preset, data.ambiguity, data.family_size, data.co_occurrence, data.size) == (
+            PRESETS["voc"], 0.5, 2, True, SIZE)
+    assert T.build_split(cfg, "train").seed == 4 and T.build_split(cfg, "val").seed == 0  # val: one fixed set
+    assert cfg.info.class_names == tuple(class_names(NUM_CLASSES, 2)) != cfg_for().info.class_names
+
+
+def test_loader_order_is_seeded_by_the_epoch():
+    cfg = replace(cfg_for(), num_train=12, fixed_train=True)
+
+    def order(epoch):
+        return torch.cat([mask for _, mask in T.build_loader(cfg, "train", shuffle=True, epoch=epoch)])
+
+    assert torch.equal(order(1), order(1)) and not torch.equal(order(1), order(2))
+    shuffled = T.build_loader(cfg, "train", shuffle=True)
+    assert [len(mask) for _, mask in shuffled] == [4, 4, 4] and shuffled.drop_last
+    assert [len(mask) for _, mask in T.build_loader(cfg, "val")] == [4, 2]
+
+
+def test_bad_files_stop_training_before_out_is_touched(tmp_path):
+    tree = build_folder_tree(tmp_path / "data")
+    write_garbage(tree["root"] / "JPEGImages" / f"{tree['val'][0]}.jpg")
+    cfg = TrainConfig(data="folder", root=str(tree["root"]), labeler=None, generator=False, epochs=1, progress=False)
+    assert cfg.info.num_classes == len(tree["names"]) and cfg.protected == (0,)
+    assert replace(cfg, background="none").protected == () and replace(cfg, background="dog").protected == (2,)
+    out = tmp_path / "run"
+    with pytest.raises(BadFilesError, match=tree["val"][0]):
+        T.train(cfg, out, log=quiet)
+    assert not out.exists()
+    lines = []
+    kept = T.checked_split(replace(cfg, skip_bad_files=True), "val", log=lines.append)
+    assert len(kept) == len(tree["val"]) - 1 and len(lines) == 1 and tree["val"][0] in lines[0]
 
 
 # --- checkpoints, resume, evaluation --------------------------------------------------------
+
+NOISY = "noisy:m=1,k=1"  # training labels drawn from a seeded stream: resume must continue it
 
 
 @pytest.fixture(scope="module")
 def two_epochs(tmp_path_factory) -> tuple[Path, Trainer]:
     out = tmp_path_factory.mktemp("two")
-    return out, T.train(cfg_for(epochs=2), out, log=lambda line: None)
+    return out, T.train(cfg_for(epochs=2, train_labels=NOISY), out, log=quiet)
 
 
 def read_history(path: Path) -> list[dict]:
@@ -349,63 +451,96 @@ def read_history(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def test_checkpoint_round_trip(tmp_path):
-    cfg = cfg_for()
-    trainer = T.train(cfg, tmp_path, log=lambda line: None)
-    model, loaded_cfg, state = T.load_checkpoint(tmp_path / T.CHECKPOINT)
-    assert loaded_cfg == cfg and state["epoch"] == 1
+def test_checkpoint_round_trip(two_epochs):
+    out, trainer = two_epochs
+    model, loaded_cfg, state = T.load_checkpoint(out / T.CHECKPOINT)
+    assert loaded_cfg == trainer.cfg == T.resolve_data(cfg_for(epochs=2, train_labels=NOISY))
+    assert state["epoch"] == 2
     original = trainer.model.state_dict()
     loaded = model.state_dict()
     assert loaded.keys() == original.keys()
     for name, value in original.items():
         assert torch.equal(value, loaded[name]), name
-    loader = T.build_loader(cfg, "val", shuffle=False)
-    for source in ("oracle", "labeler", "none"):
+    loader = T.build_loader(loaded_cfg, "val")
+    for source in (LabelSource("oracle"), LabelSource("labeler", protected=(0,)), LabelSource("none")):
         a, b = T.evaluate(trainer.model, loader, source), T.evaluate(model, loader, source)
         assert {k: a[k] for k in T.METRIC_NAMES} == {k: b[k] for k in T.METRIC_NAMES}, source
-    # the history row is the oracle evaluation of the saved model
-    row = read_history(tmp_path / T.HISTORY)[-1]
-    result = T.evaluate(model, loader, "oracle")
-    for k in T.METRIC_NAMES:
-        assert float(row[k]) == pytest.approx(result[k], abs=1e-6)
-    assert (tmp_path / "config.json").exists()
-    assert not list(tmp_path.glob("*.tmp"))
+    # the history row is the evaluation of the saved model with eval_source, in percent
+    rows = read_history(out / T.HISTORY)
+    assert [int(r["updates"]) for r in rows] == [4, 8]  # 2 iterations an epoch, s stepped twice in each
+    row = rows[-1]
+    result = T.evaluate(model, loader, loaded_cfg.eval_source)
+    assert {k: float(row[k]) for k in T.METRIC_NAMES} == {k: round(100 * result[k], 4) for k in T.METRIC_NAMES}
+    assert all(0.0 <= result[k] <= 1.0 for k in T.METRIC_NAMES)
+    assert (out / "config.json").exists()
+    assert not list(out.glob("*.tmp"))
+
+
+def test_unreadable_checkpoints_raise_naming_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         T.load_checkpoint(tmp_path / "nope.pt")
+    empty, garbage, other = tmp_path / "empty.pt", tmp_path / "garbage.pt", tmp_path / "other.pt"
+    empty.write_bytes(b"")
+    garbage.write_bytes(b"not a checkpoint at all" * 10)
+    torch.save({"model": {}}, other)
+    for path in (empty, garbage):
+        with pytest.raises(ValueError, match=f"{path} is not a readable imgpix checkpoint"):
+            T.read_checkpoint(path)
+    with pytest.raises(ValueError, match=f"{other} is not an imgpix checkpoint"):
+        T.load_checkpoint(other)
 
 
-def test_resume_equals_uninterrupted(two_epochs, tmp_path):
+def test_truncated_checkpoint_raises(two_epochs, tmp_path):
+    out, _ = two_epochs
+    data = (out / T.CHECKPOINT).read_bytes()
+    torn = tmp_path / T.CHECKPOINT
+    torn.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="not a readable imgpix checkpoint"):
+        T.read_checkpoint(torn)
+
+
+def test_resume_equals_uninterrupted(two_epochs, tmp_path, monkeypatch):
+    """One epoch, a diverging attempt at the second (files untouched), then the second: bit for bit
+    the uninterrupted run, noisy training labels included; a finished run has nothing to train."""
     full_dir, full = two_epochs
-    cfg = cfg_for(epochs=1)
-    T.train(cfg, tmp_path, log=lambda line: None)
-    assert len(read_history(tmp_path / T.HISTORY)) == 1
+    cfg = cfg_for(epochs=1, train_labels=NOISY)
+    T.train(cfg, tmp_path, log=quiet)
+    saved = (tmp_path / T.CHECKPOINT).read_bytes()
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "iteration", lambda self, image, mask: {"seg": float("nan")})
+        diverged = "non-finite seg loss at iteration 1 in epoch 2; the checkpoint of epoch 1 is kept"
+        with pytest.raises(T.DivergedError, match=diverged):
+            T.train(replace(cfg, epochs=2), tmp_path, log=quiet)
+    assert (tmp_path / T.CHECKPOINT).read_bytes() == saved and len(read_history(tmp_path / T.HISTORY)) == 1
     lines = []
     resumed = T.train(replace(cfg, epochs=2), tmp_path, log=lines.append)
-    assert resumed.epoch == 2 and len(lines) == 1  # only epoch 2 ran
+    assert resumed.epoch == 2 and sum(line.startswith("epoch ") for line in lines) == 1  # only epoch 2 ran
+    ours_rows, ref_rows = read_history(tmp_path / T.HISTORY), read_history(full_dir / T.HISTORY)
+    assert [r["epoch"] for r in ours_rows] == ["1", "2"]
     ref_state = full.model.state_dict()
     for name, value in resumed.model.state_dict().items():
         assert torch.equal(value, ref_state[name]), name
-    ours_rows, ref_rows = read_history(tmp_path / T.HISTORY), read_history(full_dir / T.HISTORY)
-    assert [r["epoch"] for r in ours_rows] == ["1", "2"]
     for ours, ref in zip(ours_rows, ref_rows):
         assert {k: v for k, v in ours.items() if k != "seconds"} == {k: v for k, v in ref.items() if k != "seconds"}
-    # training a finished run again is a no-op
+    lines.clear()
     again = T.train(replace(cfg, epochs=2), tmp_path, log=lines.append)
-    assert again.epoch == 2 and len(lines) == 1 and len(read_history(tmp_path / T.HISTORY)) == 2
+    assert again.epoch == 2 and len(lines) == 1 and "nothing to train" in lines[0]
+    assert len(read_history(tmp_path / T.HISTORY)) == 2
 
 
 def test_resume_with_other_config_raises(two_epochs):
     out, _ = two_epochs
     with pytest.raises(ValueError, match="another configuration.*lr"):
-        T.train(cfg_for(epochs=3, lr=0.01), out, log=lambda line: None)
+        T.train(cfg_for(epochs=3, lr=0.01, train_labels=NOISY), out, log=quiet)
     assert len(read_history(out / T.HISTORY)) == 2  # untouched
 
 
 def test_resume_ignores_runtime_only_settings(two_epochs):
     out, _ = two_epochs
     lines = []
-    done = T.train(cfg_for(epochs=2, workers=1, channels_last=True), out, log=lines.append)
-    assert done.epoch == 2 and lines == []  # accepted as the same run, already finished
+    done = T.train(cfg_for(epochs=2, workers=1, channels_last=True, progress=True, train_labels=NOISY), out,
+                   log=lines.append)
+    assert done.epoch == 2 and len(lines) == 1 and "nothing to train" in lines[0]  # the same run, finished
 
 
 def test_resume_drops_history_rows_after_checkpoint(two_epochs, tmp_path):
@@ -440,29 +575,21 @@ def test_save_atomic(tmp_path, monkeypatch):
     assert torch.equal(torch.load(path)["a"], torch.arange(3))
 
 
-def test_evaluate_sums_confusions_over_batches(two_epochs):
+@pytest.mark.parametrize("source", [LabelSource("oracle"), LabelSource("none")], ids=lambda s: s.name)
+def test_evaluate_sums_confusions_over_batches(two_epochs, source):
     _, trainer = two_epochs
-    cfg = replace(trainer.cfg, batch_size=4)  # 6 images: batches of 4 and 2
-    loader = T.build_loader(cfg, "val", shuffle=False)
+    loader = T.build_loader(trainer.cfg, "val")  # 6 images: batches of 4 and 2
     assert [len(m) for _, m in loader] == [4, 2]
-    model = trainer.model
-    for source in ("oracle", "none"):
-        cm = T.confusion(model, loader, T.label_fn(source))
-        model.eval()
-        total = torch.zeros_like(cm)
-        pixels = 0
-        with torch.no_grad():
-            for image, mask in loader:
-                labels = T.label_fn(source)(image, mask)
-                total += confusion_matrix(model(image, labels).log_probs.argmax(1), mask, NUM_CLASSES)
-                pixels += int((mask != IGNORE_INDEX).sum())
-        assert torch.equal(cm, total)
-        assert int(cm.sum()) == pixels
-        result = T.evaluate(model, loader, source)
-        expected = scores(total)
-        assert {k: result[k] for k in T.METRIC_NAMES} == {k: expected[k] for k in T.METRIC_NAMES}
+    model = trainer.model.eval()
+    total = torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.int64)
+    with torch.no_grad():
+        for image, mask in loader:
+            labels = source.resolve(NUM_CLASSES, mask)
+            total += confusion_matrix(model(image, labels).log_probs.argmax(1), mask, NUM_CLASSES)
+    assert int(total.sum()) == sum(int((mask != IGNORE_INDEX).sum()) for _, mask in loader)
+    result = T.evaluate(model, loader, source)
+    expected = scores(total)
+    assert {k: result[k] for k in T.METRIC_NAMES} == {k: expected[k] for k in T.METRIC_NAMES}
     # evaluation does not depend on the batch size
-    a = T.evaluate(model, T.build_loader(replace(cfg, batch_size=6), "val", shuffle=False), "oracle")
-    b = T.evaluate(model, loader, "oracle")
-    assert a["MIOU"] == pytest.approx(b["MIOU"], abs=1e-12)
-
+    whole = T.evaluate(model, T.build_loader(replace(trainer.cfg, batch_size=6), "val"), source)
+    assert whole["MIOU"] == pytest.approx(result["MIOU"], abs=1e-12)

@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 
 from imgpix import fuse, fuse_log, theory
 from imgpix.cli import main
+from imgpix.labels import DEFAULT_TAU
 from imgpix.train import CHECKPOINT, HISTORY, Trainer
 from voc_tree import build_folder_tree, truncate
 
@@ -284,6 +285,16 @@ def test_interrupt_in_first_epoch_leaves_no_stray_files(existing, capsys, tmp_pa
     assert (sorted(p.name for p in out.iterdir()) == ["notes.txt"]) if existing else not out.exists()
 
 
+def test_interrupted_evaluate_exits_130(capsys, trained, monkeypatch):
+    from imgpix.evaluate import Evaluator
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Evaluator, "run", interrupted)
+    assert cli(capsys, "evaluate", "--checkpoint", trained, "-q") == (130, "", "imgpix evaluate: interrupted\n")
+
+
 def test_ctrl_c_then_rerun_resumes(tmp_path):
     """A real SIGINT once the epoch-1 checkpoint is written; the same command again resumes and says so."""
     out = tmp_path / "run"
@@ -293,8 +304,8 @@ def test_ctrl_c_then_rerun_resumes(tmp_path):
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        seen = [line for line in iter(proc.stdout.readline, "") if line.startswith("epoch 1/3:")]
-        assert seen, proc.communicate(timeout=60)
+        lines = iter(proc.stdout.readline, "")  # blocks until a line comes; "" at the end of the output
+        assert next((line for line in lines if line.startswith("epoch 1/3:")), None), proc.communicate(timeout=60)
         proc.send_signal(signal.SIGINT)  # an epoch takes seconds: this lands early in epoch 2
         _, err = proc.communicate(timeout=120)
     finally:
@@ -347,7 +358,7 @@ def test_scores_in_percent_and_evaluate_says_what_it_evaluated(capsys, trained):
     assert lines[0] == f"{trained / CHECKPOINT} (epoch 1, trained dot-fused) on 8 synthetic val images; " \
                        "scores in percent"
     cells = {line.split("|")[1].strip(): [float(v) for v in line.split("|")[2:-1]] for line in lines[3:6]}
-    assert list(cells) == ["oracle", "labeler@0.25", "unfused"]
+    assert list(cells) == ["oracle", f"labeler@{DEFAULT_TAU:g}", "unfused"]
     # training logged the oracle-label val scores of the same checkpoint, in the same unit
     assert cells["oracle"] == pytest.approx([float(row[k]) for k in ("PA", "MPA", "FWAA", "MIOU")], abs=0.006)
     assert lines[6].startswith("labels: oracle = the true image labels") and "labeler@tau = " in lines[6]

@@ -34,6 +34,13 @@ from imgpix.experiments.report import ExperimentError, splice
 from imgpix.labels import DEFAULT_TAU
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """An argument error is one line naming the problem (and the help flag), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def _int(minimum: int):
     def parse(text: str) -> int:
         try:
@@ -57,8 +64,8 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="noisy_labels.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineErrors(prog="noisy_labels.py", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--m", type=_int(0), default=3, help="outlier object labels per image (default 3)")
     p.add_argument("--k", type=_int(1), default=1, help="true object classes kept per image (default 1)")
     p.add_argument("--tau", type=float, default=DEFAULT_TAU, help=f"labeler threshold (default {DEFAULT_TAU})")

@@ -37,8 +37,11 @@ from scipy.ndimage import uniform_filter
 
 from imgpix.data import NUM_CLASSES, SyntheticScenes
 from imgpix.data.synthetic import PRESETS, family_of
-from imgpix.labels import from_masks
-from imgpix.models.labeler import average_precision, build_labeler, precision_recall
+from imgpix.evaluate import Evaluator
+from imgpix.labels import DEFAULT_TAU, LabelSource, from_masks
+from imgpix.metrics import labeler_scores
+from imgpix.models import build_labeler, build_segmenter
+from imgpix.train import Trainer, TrainConfig, build_split, make_loader
 
 SECTIONS = ("appearance", "presets", "labeler", "segmenter")
 IGNORE = 255
@@ -189,6 +192,97 @@ def _maybe(value, fmt: str) -> str:
     return "" if value is None else format(value, fmt)
 
 
+# -- labeler -----------------------------------------------------------------------------------------
+
+
+def labeler_run(ambiguity: float, args) -> list:
+    """Train the tiny labeler on fresh voc-preset samples (the recipe in ``LABELER_RECIPE``); score it on val."""
+    recipe = args.recipe
+    torch.manual_seed(0)
+    net = build_labeler("tiny", NUM_CLASSES)
+    opt = torch.optim.Adam(net.parameters(), lr=recipe["lr"])
+    kwargs = {"preset": "voc", "ambiguity": ambiguity}
+    start = time.perf_counter()
+    for epoch in range(recipe["epochs"]):
+        net.train()
+        data = SyntheticScenes("train", recipe["images_per_epoch"], epoch=epoch, **kwargs)
+        loader = torch.utils.data.DataLoader(data, batch_size=recipe["batch_size"], shuffle=True, drop_last=True,
+                                             generator=torch.Generator().manual_seed(epoch))
+        for image, mask in loader:
+            loss = F.binary_cross_entropy_with_logits(net(image), from_masks(mask, NUM_CLASSES).float())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    seconds = time.perf_counter() - start
+    net.eval()
+    val = torch.utils.data.DataLoader(SyntheticScenes("val", args.val_images, **kwargs), batch_size=64)
+    with torch.no_grad():
+        batches = [(net.scores(image), from_masks(mask, NUM_CLASSES)) for image, mask in val]
+    scores, present = (torch.cat(t) for t in zip(*batches))
+    result = labeler_scores(scores, present, args.tau, classes=range(1, NUM_CLASSES))
+    return [ambiguity, result["mAP"], result["precision"], result["recall"], f"{seconds:.0f}"]
+
+
+def labeler_section(args) -> str:
+    rows = [labeler_run(a, args) for a in args.labeler_ambiguities]
+    header = ["ambiguity", "mAP (object classes)", f"precision @ tau {args.tau}", f"recall @ tau {args.tau}",
+              "train seconds"]
+    r = args.recipe
+    return (f"Tiny labeler, voc preset, {r['epochs']} epochs x {r['images_per_epoch']} fresh images, batch "
+            f"{r['batch_size']}, Adam lr {r['lr']:g}, BCE; {args.val_images} val images; "
+            f"{torch.get_num_threads()} thread(s)\n\n" + markdown(header, rows))
+
+
+# -- segmenter ---------------------------------------------------------------------------------------
+
+
+def receptive_field(modules) -> int:
+    """Receptive field (px) of a chain of convolutions and max pools: ``1 + sum (k - 1) d * jump``."""
+    field, jump = 1, 1
+    for m in modules:
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.MaxPool2d)):
+            k, s, d = (v if isinstance(v, int) else v[0] for v in (m.kernel_size, m.stride, m.dilation))
+            field += (k - 1) * d * jump
+            jump *= s
+    return field
+
+
+def segmenter_runs(ambiguity: float, args) -> list[list]:
+    """Unfused and oracle-fused tiny FCNs trained as ``imgpix.train`` does; MIOU unfused and with oracle labels."""
+    rows = []
+    for fusion in (None, "dot"):
+        cfg = TrainConfig(model="tiny", labeler=None, fusion=fusion, generator=False,
+                          train_labels="oracle" if fusion else "none", scene_preset="voc", ambiguity=ambiguity,
+                          num_train=args.seg_images, num_val=args.val_images, epochs=args.seg_epochs,
+                          progress=False)
+        trainer = Trainer(cfg)
+        train_set = build_split(cfg, "train")
+        start = time.perf_counter()
+        while trainer.epoch < cfg.epochs:
+            torch.manual_seed(cfg.seed + 1000 * (trainer.epoch + 1))
+            trainer.train_epoch(make_loader(cfg, train_set, shuffle=True, epoch=trainer.epoch + 1))
+            trainer.epoch += 1
+        seconds = time.perf_counter() - start
+        evaluator = Evaluator(trainer.model, make_loader(cfg, build_split(cfg, "val"), shuffle=False))
+        result = evaluator.run([LabelSource("none"), LabelSource("oracle")])
+        rows.append([ambiguity, "oracle fusion" if fusion else "none (baseline)",
+                     100 * result["unfused"].scores["MIOU"], 100 * result["oracle"].scores["MIOU"],
+                     f"{seconds:.0f}"])
+    return rows
+
+
+def segmenter_section(args) -> str:
+    backbone = build_segmenter("tiny").backbone
+    field = receptive_field(m for stage in backbone.stages for m in stage.modules())
+    lo, hi = PRESETS["voc"].radius
+    header = ["ambiguity", "trained with", "MIOU unfused", "MIOU + oracle labels", "train seconds"]
+    rows = [row for a in args.seg_ambiguities for row in segmenter_runs(a, args)]
+    return (f"Tiny FCN: receptive field {field} px (top level); voc objects at size 64: radius "
+            f"{lo * 64:.1f}-{hi * 64:.1f} px, diameter up to {2 * hi * 64:.0f} px. {args.seg_epochs} epochs x "
+            f"{args.seg_images} fresh images, batch 16, no generator; {args.val_images} val images\n\n"
+            + markdown(header, rows))
+
+
 # -- driver -------------------------------------------------------------------------------------------
 
 
@@ -206,13 +300,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.ambiguities = (0.0, 1.0) if args.quick else (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
     args.appearance_images = 16 if args.quick else 256
     args.preset_images = 100 if args.quick else 2000
+    args.val_images = 32 if args.quick else 256
+    args.tau = DEFAULT_TAU
+    args.recipe = {**LABELER_RECIPE, **({"epochs": 1, "images_per_epoch": 32} if args.quick else {})}
+    args.labeler_ambiguities = (1.0,) if args.quick else (0.0, 1.0)
+    args.seg_ambiguities = (0.0,) if args.quick else (0.0, 1.0)
+    args.seg_images, args.seg_epochs = (32, 1) if args.quick else (1024, 12)
     return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    builders = {"appearance": appearance_section, "presets": presets_section}
+    builders = {"appearance": appearance_section, "presets": presets_section, "labeler": labeler_section,
+                "segmenter": segmenter_section}
     parts = []
     for name in args.sections:
         start = time.perf_counter()

@@ -138,7 +138,8 @@ class SyntheticScenes(Dataset):
     """Procedural scenes where image-level labels disambiguate pixels (see module doc).
 
     ``dataset[i] -> (image float32 [3,size,size] normalised, mask int64 [size,size])``.
-    ``epoch=None`` gives a fixed set; ``epoch=e`` the train split's images of epoch ``e``.
+    ``epoch=None`` gives a fixed set; ``epoch=e`` the train split's images of epoch ``e`` (the
+    ``epoch`` attribute may be reassigned between epochs; items are drawn from it when read).
     """
 
     def __init__(

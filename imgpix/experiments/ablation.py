@@ -12,8 +12,9 @@ and deltas are printed beside ours, with whether the signs agree.
 
 Table 3 compares the fusion operators of :func:`imgpix.fusion.fused_log_probs` twice: trained with
 each operator, and applied at test to the network trained with ``dot``. For binary labels with at
-least one class, ``argmax (P + L) / (1 + n)`` equals ``argmax P`` over the labelled classes, so the
-addition applied to the dot-trained net predicts what dot predicts (the ``agree %`` column).
+least one class, ``argmax (P + L) / (1 + n)`` equals ``argmax P`` over the labelled classes (``P_c + 1 > 1
+>= P_u`` for c in L, u not in L), so the addition applied to the dot-trained net predicts what dot predicts
+up to floating-point ties (the ``agree %`` column).
 
 One (variant, seed) result is one file ``cells/<variant>_seed<S>.pkl``: an interrupted run resumes
 at the next missing cell (trained models are cached by :mod:`imgpix.experiments.cache`);
@@ -46,7 +47,7 @@ from ..metrics import METRIC_NAMES
 from ..train import HISTORY, TrainConfig, build_loader
 from . import paired, stats
 from .cache import default_cache_dir, trained_model
-from .report import prepare_out, pyplot, save_figure, versions, write_atomic, write_json, write_table
+from .report import ExperimentError, prepare_out, pyplot, save_figure, versions, write_atomic, write_json, write_table
 
 VARIANTS = {  # TrainConfig settings beyond the shared ones of train_config()
     "baseline": {"fusion": None, "train_labels": "none"},
@@ -58,7 +59,7 @@ VARIANTS = {  # TrainConfig settings beyond the shared ones of train_config()
     "logit_add": {"fusion": "logit_add"},
 }
 PRESETS = {  # epochs: of the variants with two segmenter updates per iteration; the others train twice as many
-    "default": {"epochs": 10, "num_train": 256, "batch_size": 8, "image_size": 32, "num_val": 256, "train_val": 64},
+    "default": {"epochs": 8, "num_train": 512, "batch_size": 8, "image_size": 32, "num_val": 256, "train_val": 64},
     "quick": {"epochs": 2, "num_train": 32, "batch_size": 8, "image_size": 32, "num_val": 32, "train_val": 16},
 }
 DEFAULT_SEEDS = {"default": 3, "quick": 2}
@@ -351,8 +352,8 @@ def markdown_frame(frame: pd.DataFrame) -> pd.DataFrame:
         "ΔMIOU [95% CI, images]": [_interval(v, lo, hi) for v, lo, hi in
                                    zip(frame["delta"], frame["delta_ci_low"], frame["delta_ci_high"])],
         "p (images)": [_p(p) for p in frame["p_images"]],
-        "ΔMIOU 95% CI (seeds, t)": [_interval(v, lo, hi).split(" ", 1)[-1] for v, lo, hi in
-                                    zip(frame["delta"], frame["delta_seeds_ci_low"], frame["delta_seeds_ci_high"])],
+        "ΔMIOU 95% CI (seeds, t)": ["" if math.isnan(lo) else f"[{lo:+.2f}, {hi:+.2f}]" for lo, hi in
+                                    zip(frame["delta_seeds_ci_low"], frame["delta_seeds_ci_high"])],
         "p (seeds)": [_p(p) for p in frame["p_seeds"]],
         "d_z": ["" if math.isnan(d) else f"{d:.2f}" for d in frame["d_z_seeds"]],
         "agree %": ["" if math.isnan(a) else f"{a:.2f}" for a in frame["agree_%"]],
@@ -464,9 +465,14 @@ def run(cfg: AblationConfig, out: Path | None = None, force: bool = False, cache
             _cell_job(*job)
     else:
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for done in tqdm(as_completed([pool.submit(_cell_job, *job) for job in args]), total=len(args),
-                             desc="cells", disable=not progress):
-                done.result()
+            futures = [pool.submit(_cell_job, *job) for job in args]
+            try:
+                for done in tqdm(as_completed(futures), total=len(args), desc="cells", disable=not progress):
+                    done.result()
+            except BaseException:
+                for future in futures:  # a failed cell stops the run: queued cells do not start
+                    future.cancel()
+                raise
     summary = write_outputs(cfg, out, _load_cells(out, cfg.seed_count))
     summary["timings"] = {"wall_s": round(time.perf_counter() - start, 1), "jobs": jobs, "resumed": resumed,
                           "cells_computed": len(todo)}
@@ -478,6 +484,10 @@ def run(cfg: AblationConfig, out: Path | None = None, force: bool = False, cache
 def write_outputs(cfg: AblationConfig, out: Path, cells: dict) -> dict:
     """Tables (CSV + Markdown), learning curves, plots; returns the summary (not yet written)."""
     seeds = cfg.seed_count
+    updates = {cell["updates"] for cell in cells.values()}
+    if len(updates) != 1:
+        raise ExperimentError(f"the cells in {out / 'cells'} made different numbers of segmenter updates "
+                              f"({sorted(updates)}); rerun with --force")
     results = Cells(cells, seeds)
     frames = {key: table(results, key) for key in TABLES}
     markdown = {}

@@ -38,7 +38,7 @@ from .report import ExperimentError, prepare_out, pyplot, save_figure, versions,
 
 TAUS = tuple(round(0.05 * i, 2) for i in range(21))
 THEORY_MS = (1, 2, 3, 5)  # Case 1 outlier counts of the Eq. 10 regression
-AMBIGUITIES = (0.0, 0.25, 0.5, 0.75, 1.0)
+AMBIGUITIES = tuple(i / 4 for i in range(5))  # 0 to 1 in quarters
 MODELS = {
     "unfused": {"fusion": None, "train_labels": "none"},
     "fused": {"fusion": "dot", "train_labels": "oracle"},
@@ -191,7 +191,8 @@ def _evaluate(model, loader, cfg: NoiseConfig, seed: int, affinity: dict | None)
         unfused = evaluator.run([LabelSource("none")])["unfused"].confusion.matrix.cpu().numpy()
         affinity = affinities(unfused, cfg, seed)
     sources = {name: s for name, s in conditions(cfg, seed).items() if s.kind != "labeler" or model.labeler}
-    results = evaluator.run(list(sources.values()), per_image=True, affinity=affinity)
+    unique = list({s.name: s for s in sources.values()}.values())  # with m = 0, case3 is case2
+    results = evaluator.run(unique, per_image=True, affinity=affinity)
     frames, matrices = [], {}
     for name, source in sources.items():
         frame = pd.DataFrame(results[source.name].images)
@@ -480,7 +481,7 @@ def write_outputs(cfg: NoiseConfig, out: Path, results: list[dict]) -> dict:
     from . import theory_tests
 
     table = results_table(results, cfg)
-    columns = ["row", "MIOU", "MIOU_sd", "MIOU_ci_low", "MIOU_ci_high", "PA", "MPA", "FWAA", "n", "size", "kept",
+    columns = ["row", "model", "condition", "MIOU", "MIOU_sd", "MIOU_ci_low", "MIOU_ci_high", "PA", "MPA", "FWAA", "n", "size", "kept",
                "outliers", "removed", "lost_fraction", "updates", "seeds", "images"]
     markdown = write_table(table[columns], out, "table")
     claim_table = claims(results, cfg)
@@ -533,8 +534,8 @@ def _line(claim: dict) -> str:
 def headline_markdown(summary: dict) -> str:
     """The headline alone: predicted labels against the fair baseline (for the top-level README)."""
     lines = ["**Headline: predicted labels against the fair baseline.** Differences in MIOU points, mean over "
-             f"{summary['config']['seeds']} seed(s); CI: bootstrap over images within seeds; p: images' conditions "
-             "swapped at random within seeds.", ""]
+             f"{summary['config']['seeds']} seed(s); CI: bootstrap over images (one draw for all seeds); p: the "
+             "two conditions swapped at random per image.", ""]
     lines += [f"- {_line(c)}" for c in summary["headline"].values()]
     labeler = summary.get("labeler")
     if labeler:

@@ -1,8 +1,9 @@
 """Dataset-level scores (MIOU, PA, ...) with uncertainty, from per-image confusion matrices.
 
 A dataset score is a function of the summed confusion matrix, not a mean over images, so its
-bootstrap resamples images and re-sums their matrices. Seeds are blocks: images are resampled
-(or their conditions swapped) within each seed, the score is computed per seed and averaged.
+bootstrap resamples images and re-sums their matrices. Every seed is scored on the same images,
+so one draw of images (or of A/B swaps) is applied to every seed; the score is computed per seed
+and averaged. More seeds then average out training noise without pretending to add images.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ def score(matrices: np.ndarray, metric: str = "MIOU") -> np.ndarray:
 
 
 def _blocks(seeds: np.ndarray) -> list[np.ndarray]:
-    return [np.flatnonzero(seeds == s) for s in np.unique(seeds)]
+    blocks = [np.flatnonzero(seeds == s) for s in np.unique(seeds)]
+    if len({len(b) for b in blocks}) != 1:
+        raise ValueError("every seed must hold the same images (equal counts per seed)")
+    return blocks
 
 
 def _flat(matrices: np.ndarray) -> np.ndarray:
@@ -36,18 +40,18 @@ def _flat(matrices: np.ndarray) -> np.ndarray:
     return matrices.reshape(len(matrices), -1)
 
 
-def _bootstrap_sums(flat: np.ndarray, block: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    counts = rng.multinomial(len(block), np.full(len(block), 1 / len(block)), size=RESAMPLES)
-    return counts @ flat[block]
+def _resample_counts(images: int, rng: np.random.Generator) -> np.ndarray:
+    """[RESAMPLES, images]: how often each image is drawn in each bootstrap resample."""
+    return rng.multinomial(images, np.full(images, 1 / images), size=RESAMPLES)
 
 
 def score_interval(matrices, seeds, metric: str = "MIOU", rng_seed: int = 0) -> dict:
     """Mean over seeds of the per-seed score, its sd over seeds, and a bootstrap CI over images."""
-    flat, seeds = _flat(matrices), np.asarray(seeds)
+    flat, blocks = _flat(matrices), _blocks(np.asarray(seeds))
     n = int(np.sqrt(flat.shape[1]))
-    rng = np.random.default_rng(rng_seed)
-    per_seed = np.array([score(flat[b].sum(0).reshape(n, n), metric) for b in _blocks(seeds)])
-    draws = np.mean([score(_bootstrap_sums(flat, b, rng).reshape(-1, n, n), metric) for b in _blocks(seeds)], axis=0)
+    counts = _resample_counts(len(blocks[0]), np.random.default_rng(rng_seed))
+    per_seed = np.array([score(flat[b].sum(0).reshape(n, n), metric) for b in blocks])
+    draws = np.mean([score((counts @ flat[b]).reshape(-1, n, n), metric) for b in blocks], axis=0)
     low, high = np.nanpercentile(draws, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)])
     return {"mean": float(per_seed.mean()), "sd": float(per_seed.std(ddof=1)) if len(per_seed) > 1 else 0.0,
             "ci_low": float(low), "ci_high": float(high), "seeds": len(per_seed)}
@@ -56,19 +60,19 @@ def score_interval(matrices, seeds, metric: str = "MIOU", rng_seed: int = 0) -> 
 def paired_difference(matrices_a, matrices_b, seeds, metric: str = "MIOU", rng_seed: int = 0) -> dict:
     """Score(B) - score(A) on the same images: mean over seeds, bootstrap CI, and a permutation p-value.
 
-    The p-value swaps A and B per image (within seeds) at random, the exact null of "the two
-    conditions are exchangeable on every image"; two-sided, ``(1 + #|d*| >= |d|) / (1 + R)``.
+    The p-value swaps A and B per image at random (the same swaps in every seed), the exact null of
+    "the two conditions are exchangeable on every image"; two-sided, ``(1 + #|d*| >= |d|) / (1 + R)``.
     """
-    flat_a, flat_b, seeds = _flat(matrices_a), _flat(matrices_b), np.asarray(seeds)
+    flat_a, flat_b, blocks = _flat(matrices_a), _flat(matrices_b), _blocks(np.asarray(seeds))
     n = int(np.sqrt(flat_a.shape[1]))
     rng = np.random.default_rng(rng_seed)
+    counts = _resample_counts(len(blocks[0]), rng)
+    flips = rng.integers(0, 2, size=(RESAMPLES, len(blocks[0]))).astype(np.float64)
     observed, boot, null = [], [], []
-    for block in _blocks(seeds):
+    for block in blocks:
         a, b = flat_a[block], flat_b[block]
         observed.append(score(b.sum(0).reshape(n, n), metric) - score(a.sum(0).reshape(n, n), metric))
-        counts = rng.multinomial(len(block), np.full(len(block), 1 / len(block)), size=RESAMPLES)
         boot.append(score((counts @ b).reshape(-1, n, n), metric) - score((counts @ a).reshape(-1, n, n), metric))
-        flips = rng.integers(0, 2, size=(RESAMPLES, len(block))).astype(np.float64)
         shift = flips @ (b - a)
         null.append(score((b.sum(0) - shift).reshape(-1, n, n), metric)
                     - score((a.sum(0) + shift).reshape(-1, n, n), metric))

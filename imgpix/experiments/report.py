@@ -58,7 +58,7 @@ def prepare_out(out: Path | None, identity: dict, force: bool, results_root: Pat
 
     * ``out=None``: the newest unfinished run of ``identity`` under ``results_root`` is resumed,
       else a new ``results_root/<stamp>`` is made.
-    * An unfinished run of the same configuration in ``out`` is resumed.
+    * A run of the same configuration in ``out`` is resumed (a finished one only rewrites its outputs).
     * ``force``: ``owned`` files and folders of a previous run in ``out`` are removed first.
     * Any other non-empty ``out``: :class:`ExperimentError` (nothing is touched).
     """
@@ -78,7 +78,7 @@ def prepare_out(out: Path | None, identity: dict, force: bool, results_root: Pat
             for name in (*owned, RUN, SUMMARY):
                 target = out / name
                 shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-        elif not is_finished(out) and _config_of(out) == identity:
+        elif _config_of(out) == identity:  # unfinished: resumed; finished: its outputs are written again
             return out, True
         else:
             raise ExperimentError(f"output directory {out} already exists and is not empty; pass --force to "
