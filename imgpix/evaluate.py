@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from .data.common import IGNORE_INDEX
 from .labels import LabelSource, from_masks
-from .metrics import ConfusionMatrix, labeler_scores
+from .metrics import ConfusionMatrix, check_prediction, labeler_scores
 from .models.fused import ImgPixNet
 
 
@@ -83,6 +83,8 @@ class Evaluator:
         results = {s.name: SourceResult(s, ConfusionMatrix(num_classes, device=self.device)) for s in sources}
         streams = {s.name: s.generator() for s in sources}
         affinity = affinity or {}
+        if set(affinity) - set(names):
+            raise ValueError(f"affinity names no source: {sorted(set(affinity) - set(names))}")
         for logits, scores, mask, presence in self.batches(desc):
             for source in sources:
                 result = results[source.name]
@@ -113,6 +115,7 @@ class Evaluator:
 
 def per_image_confusion(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> Tensor:
     """[B, N, N] confusion counts of each image (rows truth, columns prediction; ignored pixels skipped)."""
+    check_prediction(pred, target, num_classes, ignore_index)
     batch = pred.shape[0]
     valid = target != ignore_index
     index = (torch.arange(batch, device=pred.device)[:, None, None] * num_classes + target) * num_classes + pred

@@ -70,18 +70,30 @@ def corrupt(
         raise ValueError(f"labels must have shape [B, N], got {tuple(labels.shape)}")
     source = labels.bool().cpu()
     weights = _outlier_weights(outlier_weights, source.shape)
-    protected_mask = torch.zeros(source.shape[1], dtype=torch.bool)
-    protected_mask[list(protected)] = True
+    protected_mask = _protected_mask(protected, source.shape[1])
     noisy = torch.zeros_like(source)
     for row, present in enumerate(source):
         noisy[row] = _corrupt_row(present, m, k, generator, protected_mask, weights[row])
     return noisy.to(labels.device)
 
 
+def _protected_mask(protected: Iterable[int], num_classes: int) -> Tensor:
+    ids = [int(c) for c in protected]
+    if any(not 0 <= c < num_classes for c in ids):
+        raise ValueError(f"protected classes must lie in [0, {num_classes}), got {ids}")
+    mask = torch.zeros(num_classes, dtype=torch.bool)
+    mask[ids] = True
+    return mask
+
+
 def _outlier_weights(weights: Tensor | None, shape: torch.Size) -> Tensor:
     if weights is None:
         return torch.ones(shape, dtype=torch.float64)
-    weights = torch.as_tensor(weights, dtype=torch.float64).cpu().expand(shape)
+    weights = torch.as_tensor(weights, dtype=torch.float64).cpu()
+    if weights.dim() not in (1, 2) or weights.shape[-1] != shape[1] or (
+            weights.dim() == 2 and weights.shape[0] not in (1, shape[0])):
+        raise ValueError(f"outlier_weights must have shape [N] or [B, N] = {tuple(shape)}, got {tuple(weights.shape)}")
+    weights = weights.expand(shape)
     if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
         raise ValueError("outlier_weights must be finite and >= 0")
     return weights
@@ -138,15 +150,16 @@ class LabelSource:
     @classmethod
     def parse(cls, text: str, **defaults) -> "LabelSource":
         """``none``, ``oracle``, ``labeler`` / ``labeler@0.3``, ``noisy:m=3,k=1`` (k=all keeps every class)."""
-        match = re.fullmatch(r"(none|oracle|labeler)(?:@([0-9.]+))?|noisy:m=(\d+),k=(\d+|all)", text.strip())
-        if match is None:
-            raise ValueError(f"label source {text!r} is not one of: none, oracle, labeler[@tau], noisy:m=M,k=K")
-        kind, tau, m, k = match.groups()
-        if kind is None:
-            return cls("noisy", m=int(m), k=None if k == "all" else int(k), **defaults)
-        if tau is not None:
-            defaults["tau"] = float(tau)
-        return cls(kind, **defaults)
+        text = text.strip()
+        labeler = re.fullmatch(r"labeler(?:@([0-9.]+))?", text)
+        noisy = re.fullmatch(r"noisy:m=(\d+),k=(\d+|all)", text)
+        if text in ("none", "oracle"):
+            return cls(text, **defaults)
+        if labeler:
+            return cls("labeler", **{**defaults, **({"tau": float(labeler[1])} if labeler[1] else {})})
+        if noisy:
+            return cls("noisy", m=int(noisy[1]), k=None if noisy[2] == "all" else int(noisy[2]), **defaults)
+        raise ValueError(f"label source {text!r} is not one of: none, oracle, labeler[@tau], noisy:m=M,k=K")
 
     @property
     def fused(self) -> bool:
@@ -179,7 +192,7 @@ class LabelSource:
             if scores is None:
                 raise ValueError("label source 'labeler' needs labeler scores: the model has no labeler")
             labels = threshold(scores, self.tau)
-            labels[:, list(self.protected)] = True  # e.g. background: not an image-level class, always kept
+            labels[:, _protected_mask(self.protected, labels.shape[1]).to(labels.device)] = True  # e.g. background: not an image-level class, always kept
             return labels
         if masks is None and presence is None:
             raise ValueError(f"label source {self.name!r} needs the ground-truth masks")

@@ -26,17 +26,23 @@ def confusion_matrix(
 
     Sum the matrices of all batches before calling :func:`scores`.
     """
-    if pred.shape != target.shape:
-        raise ValueError(f"pred shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
+    check_prediction(pred, target, num_classes, ignore_index)
     pred, target = pred.reshape(-1).long(), target.reshape(-1).long()
     keep = target != ignore_index
     pred, target = pred[keep], target[keep]
-    if bool(((target < 0) | (target >= num_classes)).any()):
-        raise ValueError(f"target values must lie in [0, {num_classes}) or equal {ignore_index}")
-    if bool(((pred < 0) | (pred >= num_classes)).any()):
-        raise ValueError(f"pred values must lie in [0, {num_classes})")
     flat = target * num_classes + pred
     return torch.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def check_prediction(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
+    """ValueError unless ``pred`` and ``target`` have one shape and hold class ids (``target`` may be ignored)."""
+    if pred.shape != target.shape:
+        raise ValueError(f"pred shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
+    labelled = target != ignore_index
+    if bool((labelled & ((target < 0) | (target >= num_classes))).any()):
+        raise ValueError(f"target values must lie in [0, {num_classes}) or equal {ignore_index}")
+    if bool((labelled & ((pred < 0) | (pred >= num_classes))).any()):  # ignored pixels: any prediction
+        raise ValueError(f"pred values must lie in [0, {num_classes})")
 
 
 def scores(cm) -> dict:
@@ -101,6 +107,9 @@ def labeler_scores(scores: Tensor, present: Tensor, tau: float, classes=None) ->
     of ``scores >= tau`` over those classes (all classes when ``classes`` is None)."""
     from torchmetrics.functional.classification import binary_average_precision
 
+    from .labels import check_tau
+
+    tau = check_tau(tau)
     classes = list(range(scores.shape[1])) if classes is None else list(classes)
     scores, present = scores[:, classes].float(), present[:, classes].long()
     aps = [float(binary_average_precision(scores[:, c], present[:, c])) for c in range(len(classes))

@@ -516,6 +516,7 @@ def train(cfg: TrainConfig, out: str | Path, log: Callable[[str], None] = print)
         while trainer.epoch < cfg.epochs:
             start = time.perf_counter()
             torch.manual_seed(cfg.seed + 1000 * (trainer.epoch + 1))
+            trainer.label_stream = replace(cfg.train_source, seed=cfg.seed + 1000 * (trainer.epoch + 1)).generator()
             losses = trainer.train_epoch(make_loader(cfg, train_set, shuffle=True, epoch=trainer.epoch + 1))
             losses = dist.mean_over_ranks(losses, trainer.device)
             dist.broadcast_buffers(trainer.model)  # every rank evaluates the BN statistics rank 0 saves

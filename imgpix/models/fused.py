@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..fusion import LOG_FUSION_MODES, fused_log_probs
+from ..fusion import LOG_FUSION_MODES, check_labels, fused_log_probs
 from ..labels import LabelSource
 
 FUSIONS = (*LOG_FUSION_MODES, None)
@@ -62,7 +62,7 @@ class ImgPixNet(nn.Module):
         if self.fusion not in (None, "dot") or labels is None or soft:
             source = logits if labels is None else self.fuse_logits(logits, labels)
             return source.max(1).indices  # max().indices: about 2x faster than argmax on CPU
-        keep = labels.to(logits.device).bool()
+        keep = check_labels(labels, *logits.shape[:2]).to(logits.device).bool()
         keep = (keep | ~keep.any(1, keepdim=True))[:, :, None, None]  # an empty row keeps all (the fallback)
         return logits.masked_fill(~keep, float("-inf")).max(1).indices
 
