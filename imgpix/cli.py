@@ -154,7 +154,7 @@ def _check_root(data: str, root: str | None) -> None:
     if data == "synthetic" and root:
         raise ValueError(f"--root is for --data voc or folder; the synthetic data has no folder (got --root {root})")
     if root and not Path(root).is_dir():
-        raise FileNotFoundError(f"the {data} dataset folder {root} does not exist: check --root")
+        raise FileNotFoundError(f"--root {root} is not an existing directory")
 
 
 def _checkpoint_file(text: str) -> Path:

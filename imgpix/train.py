@@ -383,8 +383,9 @@ def read_checkpoint(path: str | Path, device="cpu") -> dict:
     try:
         state = torch.load(path, map_location=device, weights_only=False)
     except Exception as error:  # torch raises RuntimeError, EOFError, UnpicklingError, ValueError, ...
+        why = str(error).split(". ")[0].splitlines()[0] if str(error).strip() else ""  # torch's first sentence
         raise ValueError(f"{path} is not a readable imgpix checkpoint (empty, truncated or another file?): "
-                         f"{type(error).__name__}: {error}") from None
+                         f"{type(error).__name__}{': ' + why if why else ''}") from None
     if not isinstance(state, dict) or not {"config", "model", "epoch"} <= set(state):
         raise ValueError(f"{path} is not an imgpix checkpoint (no config/model/epoch entries)")
     return state
