@@ -10,9 +10,21 @@ from typing import Callable
 import torch
 
 
+def _temporary(path: Path, owner: str = "") -> Path:
+    """Where an atomic write of ``path`` puts its data first: ``.<name>.<pid>.tmp`` beside it."""
+    return path.with_name(f".{path.name}.{owner or os.getpid()}.tmp")
+
+
+def remove_torn_files(folder: Path, names) -> None:
+    """Delete the temporaries of atomic writes of ``names`` in ``folder`` that a kill left behind."""
+    for name in names:
+        for torn in Path(folder).glob(_temporary(Path(name), "*").name):
+            torn.unlink(missing_ok=True)
+
+
 def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = _temporary(path)
     try:
         write(tmp)
         os.replace(tmp, path)

@@ -10,6 +10,8 @@ Rules shared by both functions:
 * **Empty label rows.** A label row that selects no class (all zeros, e.g.
   after a high threshold ``tau``) carries no information, so that image falls
   back to the unfused prediction ``P``. Never NaN.
+* **Non-finite input.** NaN or infinite probabilities (``fuse``) or logits
+  (``fuse_log``) raise ``ValueError``: one contract for one equation.
 * In probability space a pixel whose probabilities are exactly 0 on every
   selected class (possible only for hand-made ``P``) gets ``L / sum(L)``.
 """

@@ -35,7 +35,7 @@ from .data import IGNORE_INDEX, build_dataset
 from .data.build import DatasetInfo, dataset_info, default_train_split
 from .data.check import check_dataset
 from .evaluate import Evaluator
-from .files import save_atomic, write_atomic, write_json
+from .files import remove_torn_files, save_atomic, write_atomic, write_json
 from .labels import DEFAULT_TAU, LabelSource, check_tau, from_masks
 from .losses import adversarial_loss, reconstruction_loss, segmentation_loss
 from .metrics import METRIC_NAMES
@@ -455,13 +455,6 @@ def make_out_dir(out: Path) -> bool:
     return new
 
 
-def remove_torn_files(out: Path) -> None:
-    """Delete the temporaries of an atomic write killed halfway (``.checkpoint.pt.<pid>.tmp``, ...)."""
-    for name in (CHECKPOINT, HISTORY, "config.json"):
-        for torn in out.glob(f".{name}.*.tmp"):
-            torn.unlink(missing_ok=True)
-
-
 def discard_failed_start(out: Path, created: bool) -> None:
     """Remove what a run that stopped before its first checkpoint wrote (and ``out`` itself if it made it)."""
     for name in ("config.json", HISTORY):
@@ -500,7 +493,7 @@ def train(cfg: TrainConfig, out: str | Path, log: Callable[[str], None] = print)
     trainer = Trainer(cfg)
     created = dist.is_main() and make_out_dir(out)
     if dist.is_main():
-        remove_torn_files(out)
+        remove_torn_files(out, (CHECKPOINT, HISTORY, "config.json"))
     resume_or_start(trainer, out)
     main = dist.is_main()
     if trainer.epoch >= cfg.epochs:
