@@ -12,8 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..train import CHECKPOINT, TrainConfig, load_checkpoint, read_checkpoint, train
-from ..train import RUNTIME_ONLY
+from ..train import CHECKPOINT, RUNTIME_ONLY, TrainConfig, load_checkpoint, read_checkpoint, train
 
 
 @dataclass
@@ -32,9 +31,23 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "imgpix"
 
 
+TRAINING_CODE = ("models", "data", "train.py", "fusion.py", "fast_fusion.py", "losses.py", "labels.py")
+
+
+def code_digest() -> str:
+    """Hash of the library code that shapes a trained model: a change of it is a new cache entry."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for name in TRAINING_CODE:
+        for path in sorted((package / name).rglob("*.py")) if (package / name).is_dir() else [package / name]:
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def config_key(cfg: TrainConfig) -> str:
-    """Hash of every setting that changes the trained weights."""
+    """Hash of every setting and of the code that change the trained weights."""
     values = {k: v for k, v in asdict(cfg).items() if k not in RUNTIME_ONLY or k == "epochs"}
+    values["code"] = code_digest()
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 
