@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-train", type=_int(1), default=None, help="training images per epoch")
     p.add_argument("--num-val", type=_int(1), default=None, help="validation images evaluated")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--jobs", type=_int(1), default=1, help="seeds computed in parallel processes (default 1)")
+    p.add_argument("--threads", type=_int(1), default=1, help="torch threads per process (default 1)")
     p.add_argument("--out", type=Path, default=None, help="output directory (default results/noisy_labels/<time>)")
     p.add_argument("--force", action="store_true", help="replace this command's files in an existing --out")
     p.add_argument("--cache-dir", type=Path, default=None, help="trained-model cache (default ~/.cache/imgpix)")
@@ -115,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--require: unknown claims {sorted(unknown)}; known: {', '.join(nl.CLAIMS)}")
         log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
         command = " ".join(argv if argv is not None else sys.argv[1:])
-        summary = nl.run(cfg, args.out, args.force, args.cache_dir, args.shard, args.merge, args.progress, log,
-                         command=command)
+        summary = nl.run(cfg, args.out, args.force, args.cache_dir, args.shard, args.merge, args.progress,
+                         args.jobs, args.threads, log, command=command)
         if summary is not None and args.update_docs:
             repo = Path(__file__).resolve().parents[1]
             splice(repo / "validation" / "README.md", "noisy_labels", nl.report_markdown(summary))

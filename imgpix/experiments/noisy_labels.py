@@ -16,9 +16,11 @@ the tables, claims, verdicts and plots.
 from __future__ import annotations
 
 import hashlib
-import math
 import pickle
+import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -430,14 +432,30 @@ def plot_ambiguity(frame: pd.DataFrame, path: Path) -> None:
     save_figure(fig, path)
 
 
+def _seed_job(cfg: NoiseConfig, seed: int, cache: Path, out: Path, threads: int,
+              log: Callable[[str], None] | None = None) -> bool:
+    """Compute and save one seed (in this process or a worker); True when every model came from the cache."""
+    torch.set_num_threads(threads)
+    log = log or (lambda text: print(text, file=sys.stderr, flush=True))
+    start = time.perf_counter()
+    result = run_seed(cfg, seed, cache, log)
+    _save_seed(out, result)
+    log(f"seed {seed} done in {time.perf_counter() - start:.0f} s")
+    return all(info["cache_hit"] for info in result["models"].values())
+
+
 # -- the whole run ----------------------------------------------------------------------------
 
 
 def run(cfg: NoiseConfig, out: Path | None = None, force: bool = False, cache_dir: Path | None = None,
-        shard: tuple[int, int] | None = None, merge: bool = False, progress: bool = True,
+        shard: tuple[int, int] | None = None, merge: bool = False, progress: bool = True, jobs: int = 1,
+        threads: int = 1,
         log: Callable[[str], None] = print, results_root: Path = Path("results/noisy_labels"),
         command: str = "") -> dict | None:
-    """Compute the seeds this process owns, then (unless sharded) write every output; returns the summary."""
+    """Compute the seeds this process owns, then (unless sharded) write every output; returns the summary.
+
+    ``jobs`` worker processes compute seeds in parallel, each with ``threads`` torch threads (the tiny
+    nets' small tensors gain little from more threads, and threads of busy processes wait on each other)."""
     if (shard or merge) and out is None:
         raise ExperimentError("--shard and --merge need --out DIR: the directory every shard and the merge share")
     if shard and merge:
@@ -459,13 +477,15 @@ def run(cfg: NoiseConfig, out: Path | None = None, force: bool = False, cache_di
             f"budget {cfg.budget}")
     from tqdm import tqdm
 
-    cache_warm = True
-    for seed in tqdm(todo, desc="seeds", disable=not progress):
-        seed_start = time.perf_counter()
-        result = run_seed(cfg, seed, Path(cache_dir or default_cache_dir()), log)
-        cache_warm &= all(info["cache_hit"] for info in result["models"].values())
-        _save_seed(out, result)
-        log(f"seed {seed} done in {time.perf_counter() - seed_start:.0f} s")
+    cache = Path(cache_dir or default_cache_dir())
+    if jobs > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=get_context("spawn")) as pool:
+            warm = list(tqdm(pool.map(_seed_job, *zip(*[(cfg, seed, cache, out, threads) for seed in todo])),
+                             total=len(todo), desc="seeds", disable=not progress))
+    else:
+        torch.set_num_threads(threads)
+        warm = [_seed_job(cfg, seed, cache, out, threads, log) for seed in tqdm(todo, desc="seeds", disable=not progress)]
+    cache_warm = all(warm)
     if shard is not None:
         return None
     summary = write_outputs(cfg, out, _load_seeds(out, seeds))
@@ -487,15 +507,16 @@ def write_outputs(cfg: NoiseConfig, out: Path, results: list[dict]) -> dict:
     claim_table = claims(results, cfg)
     claims_md = write_table(claim_table, out, "claims", floatfmt=".3g")
     records = pd.concat([r["records"] for r in results], ignore_index=True)
-    verdicts = theory_tests.verdicts(records, cfg.num_classes)
+    resamples = {"n_resamples": 999} if cfg.quick else {}  # the CI run: wider-grained CIs, a quarter of the time
+    verdicts = theory_tests.verdicts(records, cfg.num_classes, **resamples)
     verdicts_md = write_table(verdicts, out, "verdicts", floatfmt=".3g")
     m = max(cfg.m, 1)
     trained = records[records.model != "untrained"]
     sufficiency = pd.concat([theory_tests.count_sufficiency(trained, f"case1 (m={m}) confusable",
-                                                            f"case1 (m={m}) distant", value=value)
+                                                            f"case1 (m={m}) distant", value=value, **resamples)
                              for value in ("accuracy_fused", "removed")], ignore_index=True)
     sufficiency_md = write_table(sufficiency, out, "count_sufficiency", floatfmt=".3g")
-    case2 = theory_tests.case2_loss(records)
+    case2 = theory_tests.case2_loss(records, **resamples)
     case2_md = write_table(case2, out, "case2", floatfmt=".3g")
     curve = tau_curve(results, cfg)
     if len(curve):
