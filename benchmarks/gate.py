@@ -3,10 +3,10 @@
     python benchmarks/gate.py [--device cpu|cuda] [--repeats N] [--shape B,N,H,W] [--fusion-only] [--slow] [--flops]
 
 Prints ``name | ratio | rounds | spread | bound = expected x (1 + margin) | ok``
-and exits 1 when any ratio exceeds its bound. Only ratios are gated, never absolute times,
-and on CPU they are ratios of CPU time: the time other processes hold the cores
-is not CPU time of this one, so a busy machine does not inflate it the way it
-inflates wall time.
+and exits 1 when any ratio exceeds its bound. Only ratios are gated, never
+absolute times, and on CPU they are ratios of CPU time: the time other
+processes hold the cores is not CPU time of this one, so a busy machine does
+not inflate it the way it inflates wall time.
 
 * The fusion op runs on one intra-op thread, timed with that thread's CPU time
   (``time.thread_time``): exact for single-threaded work.
@@ -21,10 +21,11 @@ inflates wall time.
 Both sides are interleaved, round by round (``timing.measure_ratio``), after
 two warm-up calls each; rounds are added only while the median's uncertainty
 (``Ratio.error``: IQR / (median sqrt(rounds))) exceeds a quarter of the gate's
-margin, so a quiet machine runs the minimum. A bound is ``expected x (1 + margin)``: ``expected`` is what the work
-done makes the ratio (FLOP counts for the models: ``--flops`` prints them), the
-margin sits above the noise and below the smallest regression the gate must
-catch; both are justified beside the constants and in ``RESULTS.md``.
+margin, so a quiet machine runs the minimum. A bound is
+``expected x (1 + margin)``: ``expected`` is what the work done makes the ratio
+(FLOP counts for the models: ``--flops`` prints them), the margin sits above
+the noise and below the smallest regression the gate must catch; both are
+justified beside the constants and in ``RESULTS.md``.
 ``--slow`` swaps in ``deliberately_slow_fuse_log`` to show the gate failing.
 """
 
@@ -90,6 +91,7 @@ MODEL_GATES = (
 # at 128 x 128) are ~2 MB beside ~2.4 GB; it is not a timing, load does not move it
 MEMORY = (1.00, 0.10)
 ROUNDS = {"fusion": (9, 27), "model": (3, 9)}  # (rounds, at most when noisy)
+KIND_NAMES = {"model": "fwd+bwd", "step": "training iteration"}
 
 
 @dataclass(frozen=True)
@@ -139,8 +141,7 @@ def model_timing(device: torch.device) -> tuple[int, str]:
 
 
 def warm_case(kind: str, variant: str, device: str) -> Callable[[], None]:
-    """A FCN-8s workload (``model_cases``), called twice: the second call still grows the heap
-    (optimiser state, allocator caches), and page faults are CPU time too."""
+    """A FCN-8s workload (``model_cases``), called twice: after one call, the next still ran slow."""
     run = CASES[kind]("fcn8s", variant, torch.device(device))
     run()
     run()
@@ -198,8 +199,7 @@ def default_gates(
                   partial(fusion_ratio, fuse_log_impl, device, shape, rounds=rounds("fusion"), tolerance=margin / 4),
                   expected, margin)]
     if models:
-        names = {"model": "fwd+bwd", "step": "training iteration"}
-        gates += [Gate(f"FCN-8s {variant} / plain {names[kind]} [{dev.type}]",
+        gates += [Gate(f"FCN-8s {variant} / plain {KIND_NAMES[kind]} [{dev.type}]",
                        partial(model_ratio, kind, variant, device, rounds=rounds("model"), tolerance=margin / 4),
                        expected, margin)
                   for kind, variant, expected, margin in MODEL_GATES]
@@ -230,10 +230,11 @@ def run_gates(gates: Sequence[Gate], out: TextIO = sys.stdout) -> bool:
 
 def print_flops(device: str, out: TextIO = sys.stdout) -> None:
     """Each FCN-8s timing gate's FLOP ratio (``model_cases.flops``) beside its expected value."""
+    plain = {kind: flops(kind, "fcn8s", "plain", device) for kind in CASES}
     rows = []
     for kind, variant, expected, _ in MODEL_GATES:
-        ratio = flops(kind, "fcn8s", variant, device) / flops(kind, "fcn8s", "plain", device)
-        rows.append((f"FCN-8s {variant} / plain {kind}", f"{ratio:.4f}", f"{expected:.2f}"))
+        ratio = flops(kind, "fcn8s", variant, device) / plain[kind]
+        rows.append((f"FCN-8s {variant} / plain {KIND_NAMES[kind]}", f"{ratio:.4f}", f"{expected:.2f}"))
     print_table(("name", "FLOP ratio", "expected"), rows, out)
 
 

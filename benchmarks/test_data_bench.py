@@ -4,7 +4,9 @@ One round renders the first ``ITEMS`` items (``dataset[i]``: scene sampling,
 drawing, noise, normalisation; the same items every round and run, so the work
 is fixed); ``extra_info["images_per_s"]`` is ``ITEMS`` over the median round.
 
-Run: ``python -m pytest benchmarks/test_data_bench.py -q``.
+Run: ``python -m pytest benchmarks/test_data_bench.py -q``; on a shared machine add
+``--benchmark-timer time.thread_time`` (rendering is single-threaded, so its CPU time is
+exact and the other processes' load drops out).
 """
 
 from __future__ import annotations
