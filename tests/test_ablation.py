@@ -196,12 +196,13 @@ def test_rerun_resume_and_force(quick_run):
     assert done.returncode == 0
     out, cache = base / "out", base / "cache"
     again = run_cli(*TINY, "--jobs", "1", "--out", str(out), "--cache-dir", str(cache))
-    assert again.returncode == 2 and "already exists" in again.stderr  # finished: not overwritten silently
+    assert again.returncode == 0 and "rewriting the outputs of the finished run" in again.stderr
+    assert json.loads((out / "summary.json").read_text())["timings"]["cells_computed"] == 0
     (out / "summary.json").unlink()
     ablation.cell_path(out, "add", 1).unlink()
     resumed = run_cli(*TINY, "--jobs", "1", "--out", str(out), "--cache-dir", str(cache))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resuming" in resumed.stderr
+    assert "resuming the unfinished run" in resumed.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["timings"]["cells_computed"] == 1
     assert summary["variants"]["add"]["cache_hits"] == [False, True]  # seed 1's cell: recomputed from the cache

@@ -22,7 +22,7 @@ except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from imgpix.experiments import ablation
 
-from imgpix.experiments.report import ExperimentError  # noqa: E402
+from imgpix.experiments.report import ExperimentError, splice  # noqa: E402
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="trained-model cache (default $IMGPIX_CACHE or ~/.cache/imgpix)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (training included)")
+    p.add_argument("--update-docs", action="store_true",
+                   help="write the tables between the ablation markers of validation/README.md")
     p.add_argument("--jobs", type=_at_least(1), default=2,
                    help="models trained at once, one process and one torch thread each (default 2: the two cores "
                         "the default run is sized for); with more than 1 the per-model bars are off")
@@ -74,6 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def docs_markdown(summary: dict, argv: list[str] | None) -> str:
+    """The tables, with how and where they were measured, for validation/README.md."""
+    command = " ".join(argv if argv is not None else sys.argv[1:])
+    versions = summary["versions"]
+    updates = sorted({v["segmenter_updates"] for v in summary["variants"].values()})
+    train = sum(sum(v["train_seconds"]) for v in summary["variants"].values())
+    head = (f"Measured by `python validation/ablation.py {command}` ({summary['config']['seeds']} seeds, "
+            f"{', '.join(map(str, updates))} segmenter updates for every row, {versions['platform']}, torch "
+            f"{versions['torch']}; training took {train:.0f} s summed over the models, this report "
+            f"{summary['timings']['wall_s']:.0f} s). {summary['paper_note']}")
+    return head + "\n\n" + "\n".join(summary["markdown"].values())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
@@ -82,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                                       num_train=args.num_train, num_val=args.num_val, image_size=args.image_size)
         summary = ablation.run(cfg, out=args.out, force=args.force, cache_dir=args.cache_dir,
                                progress=not args.no_progress, log=log, jobs=args.jobs)
+        if args.update_docs:
+            splice(Path(__file__).resolve().parent / "README.md", "ablation", docs_markdown(summary, argv))
     except (ExperimentError, ValueError, FileNotFoundError) as error:
         print(f"ablation.py: error: {error}", file=sys.stderr)
         return 2

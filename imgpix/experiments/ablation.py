@@ -47,7 +47,8 @@ from ..metrics import METRIC_NAMES
 from ..train import HISTORY, TrainConfig, build_loader
 from . import paired, stats
 from .cache import default_cache_dir, trained_model
-from .report import ExperimentError, prepare_out, pyplot, save_figure, versions, write_atomic, write_json, write_table
+from .report import (ExperimentError, is_finished, prepare_out, pyplot, save_figure, versions, write_atomic,
+                     write_json, write_table)
 
 VARIANTS = {  # TrainConfig settings beyond the shared ones of train_config()
     "baseline": {"fusion": None, "train_labels": "none"},
@@ -423,8 +424,8 @@ def plot_tables(frames: dict[str, pd.DataFrame], path: Path) -> None:
         known = frame["paper_MIOU"].notna()
         ax.scatter(x[known], frame.loc[known, "paper_MIOU"], color="black", marker="D", zorder=3, label="paper")
         ax.set_xticks(x, frame["row"], rotation=30, ha="right", fontsize=7)
-        ax.set(title=TABLES[key][0].split(":")[0], ylim=(0, 100))
-        ax.legend(fontsize=8)
+        ax.set(title=TABLES[key][0].split(":")[0], ylim=(0, 118))
+        ax.legend(fontsize=8, loc="upper center", ncol=2)  # above the bars, which reach 100
     np.atleast_1d(axes)[0].set_ylabel("MIOU (%)")
     save_figure(fig, path)
 
@@ -452,7 +453,8 @@ def run(cfg: AblationConfig, out: Path | None = None, force: bool = False, cache
     start = time.perf_counter()
     out, resumed = prepare_out(out, cfg.identity(), force, results_root, OWNED)
     if resumed:
-        log(f"resuming the unfinished run in {out}")
+        state = "rewriting the outputs of the finished" if is_finished(out) else "resuming the unfinished"
+        log(f"{state} run in {out}")
     cache_dir = Path(cache_dir or default_cache_dir())
     todo = [(v, s) for s in range(cfg.seed_count) for v in VARIANTS if not cell_path(out, v, s).is_file()]
     todo.sort(key=lambda cell: -updates_per_iteration(train_config(cfg, cell[0], 0)))  # slow 3-step ones first
