@@ -141,7 +141,11 @@ def fused_log_probs(logits: Tensor, labels: Tensor | None, mode: str = "dot") ->
     if mode == "logit_add":
         weights = check_labels(labels, *logits.shape[:2]).to(logits.device, logits.dtype)
         return torch.log_softmax(logits + LOGIT_ADD_BETA * weights[:, :, None, None], dim=1)
-    if mode == "add":
-        return fuse(torch.softmax(logits, dim=1), labels, mode="add").log()
+    if mode == "add":  # log((P + L) / (1 + sum L)) in log space: float32 rounding of P + L would tie classes
+        weights = check_labels(labels, *logits.shape[:2]).to(logits.device, logits.dtype)
+        if not bool(torch.isfinite(logits.sum())):
+            raise ValueError("logits contain NaN or infinite values")
+        log_sum = torch.logaddexp(torch.log_softmax(logits, dim=1), weights.log()[:, :, None, None])
+        return log_sum - torch.log1p(weights.sum(dim=1))[:, None, None, None]
     return fuse_log(logits, labels)
 

@@ -133,6 +133,11 @@ class TrainConfig:
         return LabelSource.parse(self.train_labels, tau=self.tau, seed=self.seed, protected=protected)
 
     @property
+    def updates_per_iteration(self) -> int:
+        """Segmenter updates of one iteration: 2 for the 3-step procedure with an auxiliary net (steps 1 and 3)."""
+        return 2 if (self.generator or self.discriminator) and self.procedure == "3step" else 1
+
+    @property
     def eval_source(self) -> LabelSource:
         """The labels of the per-epoch validation score: oracle for a fused model, none otherwise."""
         return LabelSource("oracle" if self.fusion else "none")

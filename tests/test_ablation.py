@@ -42,7 +42,7 @@ def test_every_variant_is_planned_to_the_same_segmenter_updates():
     iterations = cfg.budget["num_train"] // cfg.budget["batch_size"]
     for variant in ablation.VARIANTS:
         tcfg = ablation.plan(cfg, variant, seed=0)
-        assert tcfg.epochs * iterations * ablation.updates_per_iteration(tcfg) == 2 * 3 * iterations, variant
+        assert tcfg.epochs * iterations * tcfg.updates_per_iteration == 2 * 3 * iterations, variant
     assert ablation.plan(cfg, "baseline", 0).epochs == 2 * ablation.plan(cfg, "generator", 0).epochs
 
 
@@ -56,7 +56,7 @@ def test_updates_per_iteration_counts_the_segmenter_optimiser_steps(variant, one
     trainer.seg_opt.step = lambda *a, **k: (steps.append(1), original(*a, **k))[1]
     image, mask = next(iter(build_loader(tcfg, "train", shuffle=True, epoch=1)))
     trainer.iteration(image, mask)
-    assert len(steps) == ablation.updates_per_iteration(tcfg) == (2 if variant in ("generator", "full",
+    assert len(steps) == tcfg.updates_per_iteration == (2 if variant in ("generator", "full",
                                                                                    "discriminator") else 1)
 
 

@@ -167,17 +167,12 @@ def train_config(cfg: AblationConfig, variant: str, seed: int, epochs: int = 1, 
     return TrainConfig(**{**shared, **VARIANTS[variant]}, epochs=epochs)
 
 
-def updates_per_iteration(tcfg: TrainConfig) -> int:
-    """Segmenter updates of one training iteration: 2 for the 3-step one with a generator or discriminator, else 1."""
-    return 2 if (tcfg.generator or tcfg.discriminator) and tcfg.procedure == "3step" else 1
-
-
 def plan(cfg: AblationConfig, variant: str, seed: int, progress: bool = True) -> TrainConfig:
     """``variant``'s TrainConfig with the epochs that give every variant the same segmenter updates,
     ``2 x cfg.budget["epochs"] x iterations per epoch``: the budget epochs of a variant with two updates
     per iteration, twice as many epochs of one with one update."""
     one_epoch = train_config(cfg, variant, seed, 1, progress)
-    per_iteration = updates_per_iteration(one_epoch)
+    per_iteration = one_epoch.updates_per_iteration
     if 2 % per_iteration:
         raise ValueError(f"{variant}: {per_iteration} segmenter updates per iteration do not divide the budget")
     return replace(one_epoch, epochs=2 * cfg.budget["epochs"] // per_iteration)
@@ -232,7 +227,7 @@ def run_cell(cfg: AblationConfig, variant: str, seed: int, cache_dir: Path, log:
     result = evaluate_rows(cached.model, loader, tcfg, row_specs(variant), progress)
     history = pd.read_csv(Path(cached.path).parent / HISTORY)
     if "updates" not in history:  # a model cached before the trainer counted its updates
-        history["updates"] = history["epoch"] * (tcfg.num_train // tcfg.batch_size) * updates_per_iteration(tcfg)
+        history["updates"] = history["epoch"] * (tcfg.num_train // tcfg.batch_size) * tcfg.updates_per_iteration
     return {"variant": variant, "seed": seed, "epochs": tcfg.epochs, "updates": int(history["updates"].iloc[-1]),
             "train_seconds": cached.train_seconds, "cache_hit": cached.hit, "history": history, **result}
 
@@ -457,7 +452,7 @@ def run(cfg: AblationConfig, out: Path | None = None, force: bool = False, cache
         log(f"{state} run in {out}")
     cache_dir = Path(cache_dir or default_cache_dir())
     todo = [(v, s) for s in range(cfg.seed_count) for v in VARIANTS if not cell_path(out, v, s).is_file()]
-    todo.sort(key=lambda cell: -updates_per_iteration(train_config(cfg, cell[0], 0)))  # slow 3-step ones first
+    todo.sort(key=lambda cell: -train_config(cfg, cell[0], 0).updates_per_iteration)  # slow 3-step ones first
     if todo:
         log(f"{len(todo)} (variant, seed) cells to compute in {out} with {jobs} process(es) (cached models load "
             f"at once); budget {cfg.budget}")
