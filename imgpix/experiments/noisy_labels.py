@@ -489,7 +489,8 @@ def run(cfg: NoiseConfig, out: Path | None = None, force: bool = False, cache_di
     if shard is not None:
         return None
     summary = write_outputs(cfg, out, _load_seeds(out, seeds))
-    summary["timings"] = {"wall_s": round(time.perf_counter() - start, 1), "cache_warm": not todo or cache_warm}
+    summary["timings"] = {"wall_s": round(time.perf_counter() - start, 1), "cache_warm": not todo or cache_warm,
+                          "seeds_computed": len(todo)}
     summary["command"] = command
     write_atomic(out / "report.md", report_markdown(summary))
     write_json(out / "summary.json", summary)  # last: its presence marks a finished run
@@ -552,6 +553,13 @@ def _line(claim: dict) -> str:
             f"(95% CI {claim['ci_low']:+.2f} to {claim['ci_high']:+.2f}, permutation p = {claim['p_value']:.3g})")
 
 
+def _timing(timings: dict) -> str:
+    if not timings.get("seeds_computed"):
+        return f"this command rewrote the outputs from the saved per-seed results in {timings['wall_s']:.0f} s"
+    cache = "warm" if timings.get("cache_warm") else "cold or partly cold"
+    return f"wall time {timings['wall_s']:.0f} s for {timings['seeds_computed']} seed(s), model cache {cache}"
+
+
 def headline_markdown(summary: dict) -> str:
     """The headline alone: predicted labels against the fair baseline (for the top-level README)."""
     lines = ["**Headline: predicted labels against the fair baseline.** Differences in MIOU points, mean over "
@@ -571,9 +579,8 @@ def report_markdown(summary: dict) -> str:
     cfg, md = summary["config"], summary["markdown"]
     lines = [f"Measured by `python validation/noisy_labels.py {summary['command']}` "
              f"({cfg['seeds']} seed(s), {summary['images']} validation images, {summary['versions']['platform']}, "
-             f"torch {summary['versions']['torch']}, {summary['versions']['torch_threads']} threads; "
-             f"wall time {summary['timings']['wall_s']:.0f} s with the model cache "
-             f"{'warm' if summary['timings'].get('cache_warm') else 'cold'}).", "", headline_markdown(summary)]
+             f"torch {summary['versions']['torch']}, {summary['versions']['torch_threads']} thread(s) a process; "
+             f"{_timing(summary['timings'])}).", "", headline_markdown(summary)]
     lines += ["Models per seed, each trained for the same number of segmenter updates: " + ", ".join(
         f"`{m}` {info['segmenter_updates']}" for m, info in summary["models"].items()) + ".", "",
         "#### All conditions (scores in percent, mean over seeds; MIOU CI over images)", "", md["table"],
