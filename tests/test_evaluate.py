@@ -7,6 +7,7 @@ from collections import defaultdict
 
 import pytest
 import torch
+from nets import randomised_segmenter
 from hypothesis import given
 from torch import nn
 from torch.utils.data import DataLoader
@@ -15,7 +16,7 @@ from imgpix.data import SyntheticScenes
 from imgpix.evaluate import Evaluator, per_image_confusion
 from imgpix.labels import LabelSource, from_masks
 from imgpix.metrics import ConfusionMatrix, confusion_matrix, labeler_scores
-from imgpix.models import build_labeler, build_segmenter
+from imgpix.models import build_labeler
 from imgpix.models.fused import ImgPixNet
 from strategies import segmentations
 
@@ -51,13 +52,7 @@ class CountingSeg(nn.Module):
 
 def segmenter(seed: int) -> CountingSeg:
     """A tiny FCN with random (not zero) score layers: class-dependent logits."""
-    torch.manual_seed(seed)
-    seg = build_segmenter("tiny", N)
-    with torch.no_grad():
-        for name, p in seg.named_parameters():
-            if name.startswith("score"):
-                p.normal_(0.0, 0.5)
-    return CountingSeg(seg)
+    return CountingSeg(randomised_segmenter(seed, N))
 
 
 def labeler(seed: int) -> nn.Module:

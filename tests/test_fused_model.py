@@ -9,6 +9,7 @@ from hypothesis import given
 from torch import nn
 
 import imgpix
+from nets import randomised_segmenter
 from imgpix.fusion import LOGIT_ADD_BETA, fuse
 from imgpix.labels import LabelSource, corrupt, from_masks
 from imgpix.models import Discriminator, Generator, build_labeler, build_segmenter
@@ -22,14 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randomised_segmenter(seed: int = 0) -> nn.Module:
-    """Tiny FCN whose (zero-initialised) score layers are random, so logits differ per class."""
-    torch.manual_seed(seed)
-    seg = build_segmenter("tiny", N)
-    with torch.no_grad():
-        for name, p in seg.named_parameters():
-            if name.startswith("score"):
-                p.normal_(0.0, 0.5)
-    return seg
+    return randomised_segmenter(seed, N)
 
 
 def _labeler_with_scores(logits: torch.Tensor) -> nn.Module:

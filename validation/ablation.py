@@ -22,33 +22,14 @@ except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from imgpix.experiments import ablation
 
+from imgpix.experiments.cli import OneLineErrors, int_at_least  # noqa: E402
 from imgpix.experiments.report import ExperimentError, splice  # noqa: E402
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        """One line on stderr and exit status 2 (argparse's default adds the usage block)."""
-        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
-        raise SystemExit(2)
-
-
-def _at_least(low: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-        return value
-
-    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
     quick, default = ablation.PRESETS["quick"], ablation.PRESETS["default"]
-    p = _Parser(prog="ablation.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=_at_least(2), default=None,
+    p = OneLineErrors(prog="ablation.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int_at_least(2), default=None,
                    help=f"seeds (models retrained per seed), >= 2 (default {ablation.DEFAULT_SEEDS['default']}; "
                         f"--quick {ablation.DEFAULT_SEEDS['quick']})")
     p.add_argument("--quick", action="store_true", help="tiny smoke-test settings")
@@ -60,18 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars (training included)")
     p.add_argument("--update-docs", action="store_true",
                    help="write the tables between the ablation markers of validation/README.md")
-    p.add_argument("--jobs", type=_at_least(1), default=2,
+    p.add_argument("--jobs", type=int_at_least(1), default=2,
                    help="models trained at once, one process and one torch thread each (default 2: the two cores "
                         "the default run is sized for); with more than 1 the per-model bars are off")
-    p.add_argument("--epochs", type=_at_least(1), default=None,
+    p.add_argument("--epochs", type=int_at_least(1), default=None,
                    help="epochs of the variants with a generator or discriminator (two segmenter updates per "
                         f"iteration); the others train twice as many (default {default['epochs']}; "
                         f"--quick {quick['epochs']})")
-    p.add_argument("--num-train", type=_at_least(1), default=None,
+    p.add_argument("--num-train", type=int_at_least(1), default=None,
                    help=f"training images per epoch (default {default['num_train']}; --quick {quick['num_train']})")
-    p.add_argument("--num-val", type=_at_least(1), default=None,
+    p.add_argument("--num-val", type=int_at_least(1), default=None,
                    help=f"validation images evaluated (default {default['num_val']}; --quick {quick['num_val']})")
-    p.add_argument("--image-size", type=_at_least(16), default=None,
+    p.add_argument("--image-size", type=int_at_least(16), default=None,
                    help=f"image side in pixels (default {default['image_size']})")
     return p
 

@@ -30,27 +30,9 @@ except ImportError:  # run from a checkout without installing the package
     from imgpix.experiments import noisy_labels as nl
 
 from imgpix.data import DATASETS
+from imgpix.experiments.cli import OneLineErrors, int_at_least
 from imgpix.experiments.report import ExperimentError, splice
 from imgpix.labels import DEFAULT_TAU
-
-
-class OneLineErrors(argparse.ArgumentParser):
-    """An argument error is one line naming the problem (and the help flag), exit status 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _int(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-    return parse
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -66,10 +48,10 @@ def _shard(text: str) -> tuple[int, int]:
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineErrors(prog="noisy_labels.py", description=__doc__,
                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--m", type=_int(0), default=3, help="outlier object labels per image (default 3)")
-    p.add_argument("--k", type=_int(1), default=1, help="true object classes kept per image (default 1)")
+    p.add_argument("--m", type=int_at_least(0), default=3, help="outlier object labels per image (default 3)")
+    p.add_argument("--k", type=int_at_least(1), default=1, help="true object classes kept per image (default 1)")
     p.add_argument("--tau", type=float, default=DEFAULT_TAU, help=f"labeler threshold (default {DEFAULT_TAU})")
-    p.add_argument("--seeds", type=_int(1), default=None, help="models retrained per seed (default 3; --quick 1)")
+    p.add_argument("--seeds", type=int_at_least(1), default=None, help="models retrained per seed (default 3; --quick 1)")
     p.add_argument("--quick", action="store_true", help="small budget and one seed (the CI run)")
     p.add_argument("--models", default="unfused,fused",
                    help=f"comma-separated, from {','.join(nl.MODELS)}; 'unfused' is the baseline (default %(default)s)")
@@ -83,12 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-protect-background", dest="protect_background", action="store_false",
                    help="let k drop and m add background like any class (default: background always kept)")
     p.add_argument("--generator", action="store_true", help="train with the generator (Eq. 3)")
-    p.add_argument("--epochs", type=_int(1), default=None, help="training epochs (overrides the budget)")
-    p.add_argument("--num-train", type=_int(1), default=None, help="training images per epoch")
-    p.add_argument("--num-val", type=_int(1), default=None, help="validation images evaluated")
+    p.add_argument("--epochs", type=int_at_least(1), default=None, help="training epochs (overrides the budget)")
+    p.add_argument("--num-train", type=int_at_least(1), default=None, help="training images per epoch")
+    p.add_argument("--num-val", type=int_at_least(1), default=None, help="validation images evaluated")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--jobs", type=_int(1), default=1, help="seeds computed in parallel processes (default 1)")
-    p.add_argument("--threads", type=_int(1), default=1, help="torch threads per process (default 1)")
+    p.add_argument("--jobs", type=int_at_least(1), default=1, help="seeds computed in parallel processes (default 1)")
+    p.add_argument("--threads", type=int_at_least(1), default=1, help="torch threads per process (default 1)")
     p.add_argument("--out", type=Path, default=None, help="output directory (default results/noisy_labels/<time>)")
     p.add_argument("--force", action="store_true", help="replace this command's files in an existing --out")
     p.add_argument("--cache-dir", type=Path, default=None, help="trained-model cache (default ~/.cache/imgpix)")
