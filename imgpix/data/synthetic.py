@@ -86,7 +86,7 @@ class Preset:
 
 
 PRESETS = {
-    "legacy": Preset(counts=(0.40, 0.35, 0.25), radius=(0.155, 0.31)),
+    "legacy": Preset(counts=(8 / 20, 7 / 20, 5 / 20), radius=(0.155, 0.31)),
     # counts: objects per image in the PASCAL VOC 2012 val label maps (1,449 images)
     "voc": Preset(counts=(0.640, 0.258, 0.084, 0.016, 0.002), radius=(0.195, 0.39)),
 }

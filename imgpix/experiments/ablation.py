@@ -399,7 +399,7 @@ def plot_learning_curves(history: pd.DataFrame, path: Path) -> None:
     for variant, group in history.groupby("variant", sort=False):
         ax = axes[0 if VARIANTS[variant]["fusion"] is None else 1]
         for seed, run in group.groupby("seed"):
-            ax.plot(run["updates"], run["MIOU"], color=colors[variant], alpha=0.25, linewidth=0.8)
+            ax.plot(run["updates"], run["MIOU"], color=colors[variant], alpha=0.3, linewidth=0.8)
         mean = group.groupby("updates")["MIOU"].mean()
         ax.plot(mean.index, mean.to_numpy(), color=colors[variant], linewidth=2, label=curve_name(variant))
     for ax, title in zip(axes, ("no image labels (val, unfused)", "fused rows (val, oracle labels)")):
