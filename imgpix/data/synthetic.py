@@ -88,7 +88,7 @@ class Preset:
 PRESETS = {
     "legacy": Preset(counts=(8 / 20, 7 / 20, 5 / 20), radius=(0.155, 0.31)),
     # counts: objects per image in the PASCAL VOC 2012 val label maps (1,449 images)
-    "voc": Preset(counts=(0.640, 0.258, 0.084, 0.016, 0.002), radius=(0.195, 0.39)),
+    "voc": Preset(counts=tuple(p / 100 for p in (64.0, 25.8, 8.4, 1.6, 0.2)), radius=(0.195, 0.39)),
 }
 
 
