@@ -255,7 +255,7 @@ class Trainer:
     def fused(self, image: Tensor, labels: Tensor | None) -> Tensor:
         with self.autocast():
             logits = self.seg(image)
-        if not bool(torch.isfinite(logits).all()):
+        if not bool(torch.isfinite(logits.sum(dtype=torch.float32))):  # the check of fuse_log, as divergence
             raise self.diverged("non-finite logits")
         return self.model.fuse_logits(logits, labels)
 
