@@ -19,6 +19,7 @@ import io
 import math
 import os
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import OneCycleLR
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -75,6 +77,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     aux_lr: float = 1e-3
+    labeler_lr: float = 3e-3  # peak of the labeler's one-cycle schedule
     aux_weight: float = 1.0
     num_train: int | None = None
     num_val: int | None = None
@@ -109,7 +112,7 @@ class TrainConfig:
             raise ValueError("the discriminator learns in step 2 only: use procedure '3step' with it")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
-        for name in ("lr", "momentum", "weight_decay", "aux_lr", "aux_weight"):
+        for name in ("lr", "momentum", "weight_decay", "aux_lr", "labeler_lr", "aux_weight"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0 or (name.endswith("lr") and value == 0):
                 raise ValueError(f"{name} must be a finite number {'> 0' if name.endswith('lr') else '>= 0'}, "
@@ -241,8 +244,9 @@ class Trainer:
         self.aux_opt = (torch.optim.Adam(self.aux.parameters(), lr=cfg.aux_lr, fused=True)
                         if self.aux is not None else None)
         self.labeler_ddp = dist.wrap(self.model.labeler) if self.model.labeler is not None else None
-        self.labeler_opt = (torch.optim.Adam(self.model.labeler.parameters(), lr=cfg.aux_lr, fused=True)
+        self.labeler_opt = (torch.optim.Adam(self.model.labeler.parameters(), lr=cfg.labeler_lr, fused=True)
                             if self.model.labeler is not None else None)
+        self.labeler_schedule = None  # made by the first epoch, when the loader's length is known
         self.epoch = 0
         self.updates = 0  # steps of the segmentation net: the budget experiments match
         self.label_stream = cfg.train_source.generator()
@@ -310,10 +314,24 @@ class Trainer:
         target = from_masks(mask, self.model.num_classes).float()
         loss = F.binary_cross_entropy_with_logits(self.labeler_ddp(image), target)
         step(loss, self.labeler_opt)
+        if self.labeler_schedule is not None:
+            self.labeler_schedule.step()
         return loss.item()
+
+    def start_labeler_schedule(self, steps_per_epoch: int) -> None:
+        """Adam's learning rate for the labeler: torch's one cycle (up to ``labeler_lr`` and down) over all
+        ``epochs``, advanced to the current epoch so a resumed run goes on where it stopped."""
+        total = self.cfg.epochs * steps_per_epoch
+        self.labeler_schedule = OneCycleLR(self.labeler_opt, max_lr=self.cfg.labeler_lr, total_steps=total)
+        with warnings.catch_warnings():  # "step() before optimizer.step()": no step is skipped here
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(min(self.epoch * steps_per_epoch, total - 1)):
+                self.labeler_schedule.step()
 
     def train_epoch(self, loader: DataLoader) -> dict[str, float]:
         self.model.train()
+        if self.labeler_opt is not None and self.labeler_schedule is None and len(loader):
+            self.start_labeler_schedule(len(loader))
         totals: dict[str, float] = {}
         bar = tqdm(loader, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", leave=False,
                    disable=not (dist.is_main() and self.cfg.progress))

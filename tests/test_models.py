@@ -251,7 +251,7 @@ def test_tiny_labeler_shapes_and_scores():
     logits, scores = model(x), model.scores(x)
     assert logits.shape == scores.shape == (3, N)
     torch.testing.assert_close(scores, torch.sigmoid(logits))
-    assert count(model) == 299_397
+    assert count(model) == 540_853
     assert Labeler(N)(torch.randn(2, 3, 37, 50)).shape == (2, N)
 
 

@@ -31,7 +31,7 @@ from imgpix.experiments.cache import config_key
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "validation" / "noisy_labels.py"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
-TINY = ("--quick", "--epochs", "1", "--num-train", "32", "--num-val", "16", "--no-progress")
+TINY = ("--quick", "--epochs", "1", "--num-train", "32", "--num-val", "16", "--no-progress", "--jobs", "1")
 CONFIG = nl.NoiseConfig(quick=True, epochs=1, num_train=32, num_val=16, seeds=2)  # what TINY + --seeds 2 means
 MAIN_CONDITIONS = ["unfused", "oracle", "case1 (m=3)", "case2 (k=1)", "case3 (m=3, k=1)", "labeler@0.25"]
 OUTPUTS = ("table.csv", "table.md", "claims.csv", "claims.md", "verdicts.csv", "verdicts.md", "tau_curve.csv",
@@ -186,11 +186,13 @@ def test_baseline_is_the_model_trained_without_fusion(table, results, cache, mai
     assert claims.loc["oracle_beats_baseline", "a"] == "unfused + unfused"
     assert claims.loc["oracle_beats_baseline", "b"] == "fused + oracle"
     for r in results:
-        for model, fusion, labels in (("unfused", None, "none"), ("fused", "dot", "oracle")):
+        for model, fusion, labels, labeler in (("unfused", None, "none", "tiny"), ("fused", "dot", "oracle", None)):
             entry = cache / "models" / config_key(nl.train_config(CONFIG, model, r["seed"], 1.0))
             config = json.loads((entry / "config.json").read_text())
             assert (config["fusion"], config["train_labels"], config["seed"]) == (fusion, labels, r["seed"])
+            assert config["labeler"] == labeler  # one labeler per seed, trained beside the baseline
             pd.testing.assert_frame_equal(r["models"][model]["history"], pd.read_csv(entry / "metrics.csv"))
+        assert r["models"]["fused"]["labeler"] == r["models"]["unfused"]["labeler"]  # the fused model borrows it
 
 
 def test_both_models_get_the_same_number_of_updates(table, main_run):
@@ -363,3 +365,12 @@ def test_ambiguity_sweep_of_the_baseline_alone(cli, cache, tmp_path):
     assert pd.read_csv(out / "table.csv")["row"].str.startswith("unfused + ").all()
     assert (sweep["oracle_removed_nats mean"] > 0).all()
     assert (out / "ambiguity.png").read_bytes()[:8] == PNG
+
+
+def test_jobs_2_trains_and_evaluates_in_workers_with_the_same_results(main_run, tmp_path):
+    """Two worker processes of one thread each, on an empty cache: the sequential run's table, exactly."""
+    outcome = finish(popen(args(tmp_path / "out", tmp_path / "cache", "--jobs", "2")))
+    assert outcome.code == 0, outcome.stderr[-3000:]
+    assert len(list((tmp_path / "cache" / "models").glob("*/checkpoint.pt"))) == 4  # 2 seeds x 2 models
+    ours, reference = (pd.read_csv(path / "table.csv") for path in (tmp_path / "out", main_run[0]))
+    pd.testing.assert_frame_equal(ours, reference)

@@ -19,6 +19,8 @@ from imgpix.data.synthetic import (
     own_appearance,
 )
 from imgpix.metrics import labeler_scores
+from imgpix.models import build_labeler
+from imgpix.models.labeler import LSE_SHARPNESS
 
 IGNORE = 255
 
@@ -207,7 +209,7 @@ def test_val_is_one_fixed_set():
     assert not torch.equal(a[0][0], SyntheticScenes("train", 4, preset="voc", epoch=0)[0][0])
 
 
-# -- the labeler's mAP (imgpix.metrics.labeler_scores) ---------------------------------------------------------------------------------------
+# -- the labeler's mAP (imgpix.metrics.labeler_scores) --------------------------------------------------
 
 
 def test_labeler_map_hand_computed():
@@ -224,3 +226,39 @@ def test_labeler_map_hand_computed():
     assert result["classes"] == 2
     assert result["mAP"] == pytest.approx((5 / 6 + 1 / 3) / 2)
     assert result["precision"] == pytest.approx(2 / 5) and result["recall"] == pytest.approx(2 / 3)
+
+
+# -- the tiny labeler ------------------------------------------------------------------------------------------
+
+
+def test_tiny_labeler_is_symmetric_under_half_turns(one_thread):
+    net = build_labeler("tiny", 21).eval()
+    x = torch.randn(3, 3, 64, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), net(x.flip(-1, -2)), rtol=0, atol=1e-5)
+        assert net(x).shape == (3, 21)
+
+
+class FixedMap(torch.nn.Module):
+    def __init__(self, values):
+        super().__init__()
+        self.values = values
+
+    def forward(self, x):
+        return self.values.expand(x.shape[0], -1, -1, -1)
+
+
+def test_tiny_labeler_pools_by_log_sum_exp(one_thread):
+    """q_c = (1/r) log((1/|I|) sum_i exp(r s_c(i))): with r = 5 and cells 0, 0, 0, ln(5)/5 the terms
+    exp(r s) are 1, 1, 1, 5, their mean 2, so q = ln(2)/5; a constant map gives its value."""
+    assert LSE_SHARPNESS == 5.0
+    tiny = build_labeler("tiny", 2).net.eval()
+    cells = torch.zeros(1, 128, 2, 2)
+    cells[0, 0, 1, 1] = math.log(5) / 5
+    tiny.features = FixedMap(cells)
+    with torch.no_grad():
+        tiny.fc.weight.zero_()
+        tiny.fc.weight[0, 0] = 1.0  # class 0 scores channel 0; class 1 is the constant bias
+        tiny.fc.bias.copy_(torch.tensor([0.0, -1.5]))
+        q = tiny(torch.zeros(3, 3, 16, 16))
+    torch.testing.assert_close(q, torch.tensor([[math.log(2) / 5, -1.5]] * 3))

@@ -500,20 +500,24 @@ def test_truncated_checkpoint_raises(two_epochs, tmp_path):
 
 
 def test_resume_equals_uninterrupted(two_epochs, tmp_path, monkeypatch):
-    """One epoch, a diverging attempt at the second (files untouched), then the second: bit for bit
-    the uninterrupted run, noisy training labels included; a finished run has nothing to train."""
+    """A run stopped by divergence in epoch 2, a second diverging attempt (files untouched), then epoch 2:
+    bit for bit the uninterrupted run (noisy training labels and the labeler's one-cycle schedule
+    included); a finished run has nothing to train."""
     full_dir, full = two_epochs
-    cfg = cfg_for(epochs=1, train_labels=NOISY)
-    T.train(cfg, tmp_path, log=quiet)
-    saved = (tmp_path / T.CHECKPOINT).read_bytes()
+    cfg = cfg_for(epochs=2, train_labels=NOISY)
+    real_iteration = Trainer.iteration
+    diverged = "non-finite seg loss at iteration 1 in epoch 2; the checkpoint of epoch 1 is kept"
     with monkeypatch.context() as patch:
-        patch.setattr(Trainer, "iteration", lambda self, image, mask: {"seg": float("nan")})
-        diverged = "non-finite seg loss at iteration 1 in epoch 2; the checkpoint of epoch 1 is kept"
+        patch.setattr(Trainer, "iteration", lambda self, image, mask: (
+            {"seg": float("nan")} if self.epoch == 1 else real_iteration(self, image, mask)))
         with pytest.raises(T.DivergedError, match=diverged):
-            T.train(replace(cfg, epochs=2), tmp_path, log=quiet)
+            T.train(cfg, tmp_path, log=quiet)
+        saved = (tmp_path / T.CHECKPOINT).read_bytes()
+        with pytest.raises(T.DivergedError, match=diverged):
+            T.train(cfg, tmp_path, log=quiet)
     assert (tmp_path / T.CHECKPOINT).read_bytes() == saved and len(read_history(tmp_path / T.HISTORY)) == 1
     lines = []
-    resumed = T.train(replace(cfg, epochs=2), tmp_path, log=lines.append)
+    resumed = T.train(cfg, tmp_path, log=lines.append)
     assert resumed.epoch == 2 and sum(line.startswith("epoch ") for line in lines) == 1  # only epoch 2 ran
     ours_rows, ref_rows = read_history(tmp_path / T.HISTORY), read_history(full_dir / T.HISTORY)
     assert [r["epoch"] for r in ours_rows] == ["1", "2"]
@@ -523,7 +527,7 @@ def test_resume_equals_uninterrupted(two_epochs, tmp_path, monkeypatch):
     for ours, ref in zip(ours_rows, ref_rows):
         assert {k: v for k, v in ours.items() if k != "seconds"} == {k: v for k, v in ref.items() if k != "seconds"}
     lines.clear()
-    again = T.train(replace(cfg, epochs=2), tmp_path, log=lines.append)
+    again = T.train(cfg, tmp_path, log=lines.append)
     assert again.epoch == 2 and len(lines) == 1 and "nothing to train" in lines[0]
     assert len(read_history(tmp_path / T.HISTORY)) == 2
 
@@ -593,3 +597,26 @@ def test_evaluate_sums_confusions_over_batches(two_epochs, source):
     # evaluation does not depend on the batch size
     whole = T.evaluate(model, T.build_loader(replace(trainer.cfg, batch_size=6), "val"), source)
     assert whole["MIOU"] == pytest.approx(result["MIOU"], abs=1e-12)
+
+
+def test_labeler_learning_rate_is_one_cycle_over_the_run():
+    """The labeler's Adam follows torch's OneCycleLR over epochs x steps; a resumed trainer picks it up."""
+    cfg = cfg_for(epochs=3)  # 8 images / batch 4: 2 steps per epoch, 6 in all
+    reference_opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+    reference = torch.optim.lr_scheduler.OneCycleLR(reference_opt, max_lr=cfg.labeler_lr, total_steps=6)
+    expected = []
+    for _ in range(6):
+        reference_opt.step()
+        reference.step()
+        expected.append(reference.get_last_lr()[0])
+    trainer, seen, after_first = Trainer(cfg), [], None
+    for epoch in range(3):
+        trainer.train_epoch(T.build_loader(cfg, "train", shuffle=True, epoch=epoch + 1))
+        trainer.epoch += 1
+        seen.append(trainer.labeler_opt.param_groups[0]["lr"])
+        after_first = after_first or copy.deepcopy(trainer.state())
+    assert seen == pytest.approx(expected[1::2]) and max(seen) < cfg.labeler_lr
+    resumed = Trainer(cfg)
+    resumed.load_state(after_first)
+    resumed.start_labeler_schedule(2)
+    assert resumed.labeler_opt.param_groups[0]["lr"] == pytest.approx(expected[1])

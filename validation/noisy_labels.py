@@ -20,6 +20,7 @@ Exit status: 0 for a completed run (whatever the science says), 2 for bad argume
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -33,6 +34,8 @@ from imgpix.data import DATASETS
 from imgpix.experiments.cli import OneLineErrors, int_at_least
 from imgpix.experiments.report import ExperimentError, splice
 from imgpix.labels import DEFAULT_TAU
+
+CORES = len(os.sched_getaffinity(0))
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -69,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-train", type=int_at_least(1), default=None, help="training images per epoch")
     p.add_argument("--num-val", type=int_at_least(1), default=None, help="validation images evaluated")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--jobs", type=int_at_least(1), default=1, help="seeds computed in parallel processes (default 1)")
+    p.add_argument("--jobs", type=int_at_least(1), default=CORES,
+                   help=f"models trained, then seeds evaluated, in parallel processes (default: the {CORES} cores)")
     p.add_argument("--threads", type=int_at_least(1), default=1, help="torch threads per process (default 1)")
     p.add_argument("--out", type=Path, default=None, help="output directory (default results/noisy_labels/<time>)")
     p.add_argument("--force", action="store_true", help="replace this command's files in an existing --out")

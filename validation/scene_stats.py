@@ -9,12 +9,13 @@ Four sections, each a Markdown table (stdout, and ``--out FILE``):
   on train images and scored on val object pixels: accuracy over all classes, over the image's
   true classes only (what exact image labels leave), and of the family, per ``ambiguity``.
 * ``presets`` -- per-image label statistics of each preset beside PASCAL VOC 2012's.
-* ``labeler`` -- the tiny labeler trained on fresh samples with the labeler recipe below (Adam + BCE
-  on mask-derived labels, one step per batch, as inside ``imgpix.train.Trainer``); mAP over object
-  classes on val and micro precision / recall at ``tau``.
-* ``segmenter`` -- the tiny FCN trained without fusion (``imgpix.train.Trainer``, fresh samples),
-  scored unfused and with oracle labels fused at test time, beside a model trained and scored with
-  oracle fusion; per ``ambiguity``. Its receptive field is printed beside the object sizes.
+* ``labeler`` -- the tiny labeler trained on fresh samples with ``LABELER_RECIPE`` (Adam under a
+  one-cycle schedule, BCE on mask-derived labels, one step per batch of 16 as inside
+  ``imgpix.train.Trainer``); mAP over object classes on val, micro precision / recall at ``tau``.
+* ``segmenter`` -- tiny FCNs trained by ``imgpix.train.Trainer`` on fresh samples (no generator):
+  without fusion, scored unfused and with oracle labels fused at test time, and with oracle fusion;
+  per ``ambiguity``, plus a variant whose dilated top sees twice the largest object
+  (``wide_tiny_fcn``). Receptive fields are printed beside the object sizes.
 
 Usage::
 
@@ -40,7 +41,7 @@ from imgpix.data.synthetic import PRESETS, family_of
 from imgpix.evaluate import Evaluator
 from imgpix.labels import DEFAULT_TAU, LabelSource, from_masks
 from imgpix.metrics import labeler_scores
-from imgpix.models import build_labeler, build_segmenter
+from imgpix.models import ImgPixNet, build_labeler, build_segmenter
 from imgpix.train import Trainer, TrainConfig, build_split, make_loader
 
 SECTIONS = ("appearance", "presets", "labeler", "segmenter")
@@ -52,7 +53,7 @@ VOC = {
     "VOC 2012 trainaug": {"objects": (63.7, 27.4, 7.3, 1.3, 0.3), "mean_n": 2.47, "background": None,
                           "object_fraction": 0.31, "ignored": None},
 }
-LABELER_RECIPE = {"lr": 1e-3, "epochs": 12, "images_per_epoch": 1024, "batch_size": 16}
+LABELER_RECIPE = {"max_lr": 3e-3, "epochs": 12, "images_per_epoch": 1024, "batch_size": 16}  # Adam, OneCycleLR
 
 
 def markdown(header: list[str], rows: list[list]) -> str:
@@ -195,15 +196,17 @@ def _maybe(value, fmt: str) -> str:
 # -- labeler -----------------------------------------------------------------------------------------
 
 
-def labeler_run(ambiguity: float, args) -> list:
-    """Train the tiny labeler on fresh voc-preset samples (the recipe in ``LABELER_RECIPE``); score it on val."""
+def labeler_run(ambiguity: float, epochs: int, args) -> list:
+    """Train the tiny labeler on fresh voc-preset samples (``LABELER_RECIPE``); score it on val."""
     recipe = args.recipe
     torch.manual_seed(0)
     net = build_labeler("tiny", NUM_CLASSES)
-    opt = torch.optim.Adam(net.parameters(), lr=recipe["lr"])
+    steps_per_epoch = recipe["images_per_epoch"] // recipe["batch_size"]
+    opt = torch.optim.Adam(net.parameters(), lr=recipe["max_lr"])
+    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe["max_lr"], total_steps=epochs * steps_per_epoch)
     kwargs = {"preset": "voc", "ambiguity": ambiguity}
     start = time.perf_counter()
-    for epoch in range(recipe["epochs"]):
+    for epoch in range(epochs):
         net.train()
         data = SyntheticScenes("train", recipe["images_per_epoch"], epoch=epoch, **kwargs)
         loader = torch.utils.data.DataLoader(data, batch_size=recipe["batch_size"], shuffle=True, drop_last=True,
@@ -213,6 +216,7 @@ def labeler_run(ambiguity: float, args) -> list:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            schedule.step()
     seconds = time.perf_counter() - start
     net.eval()
     val = torch.utils.data.DataLoader(SyntheticScenes("val", args.val_images, **kwargs), batch_size=64)
@@ -220,16 +224,18 @@ def labeler_run(ambiguity: float, args) -> list:
         batches = [(net.scores(image), from_masks(mask, NUM_CLASSES)) for image, mask in val]
     scores, present = (torch.cat(t) for t in zip(*batches))
     result = labeler_scores(scores, present, args.tau, classes=range(1, NUM_CLASSES))
-    return [ambiguity, result["mAP"], result["precision"], result["recall"], f"{seconds:.0f}"]
+    return [ambiguity, epochs, epochs * steps_per_epoch, result["mAP"], result["precision"], result["recall"],
+            f"{seconds:.0f}"]
 
 
 def labeler_section(args) -> str:
-    rows = [labeler_run(a, args) for a in args.labeler_ambiguities]
-    header = ["ambiguity", "mAP (object classes)", f"precision @ tau {args.tau}", f"recall @ tau {args.tau}",
-              "train seconds"]
+    rows = [labeler_run(a, epochs, args) for a, epochs in args.labeler_runs]
+    header = ["ambiguity", "epochs", "steps", "mAP (object classes)", f"precision @ tau {args.tau}",
+              f"recall @ tau {args.tau}", "train seconds (incl. generation)"]
     r = args.recipe
-    return (f"Tiny labeler, voc preset, {r['epochs']} epochs x {r['images_per_epoch']} fresh images, batch "
-            f"{r['batch_size']}, Adam lr {r['lr']:g}, BCE; {args.val_images} val images; "
+    return (f"Tiny labeler (imgpix.models.labeler.TinyClassifier), voc preset, {r['images_per_epoch']} fresh images "
+            f"per epoch, batch {r['batch_size']}, Adam with OneCycleLR (max lr {r['max_lr']:g}, torch defaults) "
+            f"over all steps, BCE on mask-derived labels; {args.val_images} val images; "
             f"{torch.get_num_threads()} thread(s)\n\n" + markdown(header, rows))
 
 
@@ -237,49 +243,66 @@ def labeler_section(args) -> str:
 
 
 def receptive_field(modules) -> int:
-    """Receptive field (px) of a chain of convolutions and max pools: ``1 + sum (k - 1) d * jump``."""
+    """Receptive field (px) of a chain of convolutions and pools: ``1 + sum (k - 1) d * jump``."""
     field, jump = 1, 1
     for m in modules:
-        if isinstance(m, (torch.nn.Conv2d, torch.nn.MaxPool2d)):
-            k, s, d = (v if isinstance(v, int) else v[0] for v in (m.kernel_size, m.stride, m.dilation))
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.MaxPool2d, torch.nn.AvgPool2d)):
+            k, s, d = (v if isinstance(v, int) else v[0]
+                       for v in (m.kernel_size, m.stride, getattr(m, "dilation", 1)))
             field += (k - 1) * d * jump
             jump *= s
     return field
 
 
-def segmenter_runs(ambiguity: float, args) -> list[list]:
-    """Unfused and oracle-fused tiny FCNs trained as ``imgpix.train`` does; MIOU unfused and with oracle labels."""
-    rows = []
-    for fusion in (None, "dot"):
-        cfg = TrainConfig(model="tiny", labeler=None, fusion=fusion, generator=False,
-                          train_labels="oracle" if fusion else "none", scene_preset="voc", ambiguity=ambiguity,
-                          num_train=args.seg_images, num_val=args.val_images, epochs=args.seg_epochs,
-                          progress=False)
-        trainer = Trainer(cfg)
-        train_set = build_split(cfg, "train")
-        start = time.perf_counter()
-        while trainer.epoch < cfg.epochs:
-            torch.manual_seed(cfg.seed + 1000 * (trainer.epoch + 1))
-            trainer.train_epoch(make_loader(cfg, train_set, shuffle=True, epoch=trainer.epoch + 1))
-            trainer.epoch += 1
-        seconds = time.perf_counter() - start
-        evaluator = Evaluator(trainer.model, make_loader(cfg, build_split(cfg, "val"), shuffle=False))
-        result = evaluator.run([LabelSource("none"), LabelSource("oracle")])
-        rows.append([ambiguity, "oracle fusion" if fusion else "none (baseline)",
-                     100 * result["unfused"].scores["MIOU"], 100 * result["oracle"].scores["MIOU"],
-                     f"{seconds:.0f}"])
-    return rows
+def wide_tiny_fcn() -> torch.nn.Module:
+    """The tiny FCN with two more 3x3 conv-bn-relu at its top level (stride 8), dilated 2 and 4.
+
+    Padding equal to the dilation keeps the grid, so the FCN's crop offsets stay valid.
+    """
+    seg = build_segmenter("tiny")
+    top = seg.backbone.stages[-1]
+    for dilation in (2, 4):
+        top.extend([torch.nn.Conv2d(128, 128, 3, padding=dilation, dilation=dilation, bias=False),
+                    torch.nn.BatchNorm2d(128), torch.nn.ReLU(inplace=True)])
+    return seg
+
+
+def top_receptive_field(seg: torch.nn.Module) -> int:
+    return receptive_field(m for stage in seg.backbone.stages for m in stage.modules())
+
+
+def segmenter_run(ambiguity: float, fusion: str | None, wide: bool, epochs: int, args) -> list:
+    """Train a tiny FCN as ``imgpix.train.train`` does (no generator); MIOU unfused and with oracle labels."""
+    cfg = TrainConfig(model="tiny", labeler=None, fusion=fusion, generator=False,
+                      train_labels="oracle" if fusion else "none", scene_preset="voc", ambiguity=ambiguity,
+                      num_train=args.seg_images, num_val=args.val_images, epochs=epochs, progress=False)
+    torch.manual_seed(cfg.seed)
+    seg = wide_tiny_fcn() if wide else build_segmenter("tiny")
+    trainer = Trainer(cfg, ImgPixNet(seg, fusion=fusion))
+    train_set = build_split(cfg, "train")
+    start = time.perf_counter()
+    while trainer.epoch < cfg.epochs:
+        torch.manual_seed(cfg.seed + 1000 * (trainer.epoch + 1))
+        trainer.train_epoch(make_loader(cfg, train_set, shuffle=True, epoch=trainer.epoch + 1))
+        trainer.epoch += 1
+    seconds = time.perf_counter() - start
+    evaluator = Evaluator(trainer.model, make_loader(cfg, build_split(cfg, "val"), shuffle=False))
+    result = evaluator.run([LabelSource("none"), LabelSource("oracle")])
+    return [ambiguity, f"{top_receptive_field(seg)} px", "oracle fusion" if fusion else "none (baseline)", epochs,
+            100 * result["unfused"].scores["MIOU"], 100 * result["oracle"].scores["MIOU"], f"{seconds:.0f}"]
 
 
 def segmenter_section(args) -> str:
-    backbone = build_segmenter("tiny").backbone
-    field = receptive_field(m for stage in backbone.stages for m in stage.modules())
     lo, hi = PRESETS["voc"].radius
-    header = ["ambiguity", "trained with", "MIOU unfused", "MIOU + oracle labels", "train seconds"]
-    rows = [row for a in args.seg_ambiguities for row in segmenter_runs(a, args)]
-    return (f"Tiny FCN: receptive field {field} px (top level); voc objects at size 64: radius "
-            f"{lo * 64:.1f}-{hi * 64:.1f} px, diameter up to {2 * hi * 64:.0f} px. {args.seg_epochs} epochs x "
-            f"{args.seg_images} fresh images, batch 16, no generator; {args.val_images} val images\n\n"
+    header = ["ambiguity", "receptive field", "trained with", "epochs", "MIOU unfused", "MIOU + oracle labels",
+              "train seconds"]
+    runs = [(a, fusion, False, args.seg_epochs) for a in args.seg_ambiguities for fusion in (None, "dot")]
+    runs += [(a, None, True, args.seg_epochs) for a in args.seg_ambiguities if a > 0]
+    runs += [(a, None, wide, 3 * args.seg_epochs) for a in args.seg_ambiguities for wide in (False, True)]  # long
+    rows = [segmenter_run(a, fusion, wide, epochs, args) for a, fusion, wide, epochs in runs]
+    return (f"Tiny FCN (and a variant with a dilated top, see wide_tiny_fcn); voc objects at size 64: radius "
+            f"{lo * 64:.1f}-{hi * 64:.1f} px, diameter up to {2 * hi * 64:.0f} px. {args.seg_images} fresh images "
+            f"per epoch, batch 16, SGD lr 0.05, no generator; {args.val_images} val images\n\n"
             + markdown(header, rows))
 
 
@@ -303,8 +326,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.val_images = 32 if args.quick else 256
     args.tau = DEFAULT_TAU
     args.recipe = {**LABELER_RECIPE, **({"epochs": 1, "images_per_epoch": 32} if args.quick else {})}
-    args.labeler_ambiguities = (1.0,) if args.quick else (0.0, 1.0)
-    args.seg_ambiguities = (0.0,) if args.quick else (0.0, 1.0)
+    args.labeler_runs = ((1.0, 1),) if args.quick else ((1.0, 12), (1.0, 10), (0.0, 12))
+    args.seg_ambiguities = (0.0, 1.0)
     args.seg_images, args.seg_epochs = (32, 1) if args.quick else (1024, 12)
     return args
 

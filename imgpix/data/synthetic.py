@@ -30,8 +30,9 @@ Layout (``num_classes = 21``: background 0 + K = 20 object classes):
   radii drawn uniformly in the preset's ``radius`` range (fractions of the
   side). ``legacy`` (default): 1-3 classes, large objects. ``voc``: the
   objects-per-image law of PASCAL VOC 2012 val and radii chosen so that
-  object pixels take VOC's share of labelled pixels (``validation/README.md``
-  compares the generated statistics with VOC's).
+  object pixels take VOC's share of labelled pixels at ``size=64`` with
+  ``ignore_border=1`` (``validation/scene_stats.py`` compares the generated
+  statistics with VOC's).
   Without ``co_occurrence`` (default) the classes of an image come from
   *distinct* families (at most one member per family; the count is capped at
   the number of families), so knowing the present classes (L) tells for every

@@ -41,14 +41,14 @@ from .report import ExperimentError, prepare_out, pyplot, save_figure, versions,
 TAUS = tuple(round(0.05 * i, 2) for i in range(21))
 THEORY_MS = (1, 2, 3, 5)  # Case 1 outlier counts of the Eq. 10 regression
 AMBIGUITIES = tuple(i / 4 for i in range(5))  # 0 to 1 in quarters
-MODELS = {
-    "unfused": {"fusion": None, "train_labels": "none"},
-    "fused": {"fusion": "dot", "train_labels": "oracle"},
-    "fused-labeler": {"fusion": "dot", "train_labels": "labeler"},
-    "fused-noisy": {"fusion": "dot", "train_labels": "noisy"},
+MODELS = {  # labeler: trained inside this model; the others borrow the unfused model's (one per seed)
+    "unfused": {"fusion": None, "train_labels": "none", "labeler": "tiny"},
+    "fused": {"fusion": "dot", "train_labels": "oracle", "labeler": None},
+    "fused-labeler": {"fusion": "dot", "train_labels": "labeler", "labeler": "tiny"},
+    "fused-noisy": {"fusion": "dot", "train_labels": "noisy", "labeler": None},
 }
 PRESETS = {  # images per epoch x epochs at batch_size: the budget of every model (segmenter updates)
-    "default": {"num_train": 1024, "epochs": 10, "batch_size": 16, "num_val": 256, "train_val": 64},
+    "default": {"num_train": 1024, "epochs": 12, "batch_size": 16, "num_val": 256, "train_val": 64},
     "quick": {"num_train": 128, "epochs": 2, "batch_size": 16, "num_val": 64, "train_val": 16},
 }
 CLAIMS = ("oracle_beats_baseline", "posthoc_oracle_beats_baseline", "labeler_beats_baseline",
@@ -131,7 +131,8 @@ def train_config(cfg: NoiseConfig, model: str, seed: int, ambiguity: float) -> T
     labels = MODELS[model]["train_labels"]
     if labels == "noisy":
         labels = f"noisy:m={cfg.m},k={cfg.k}"
-    return replace(cfg.base_config(), fusion=MODELS[model]["fusion"], train_labels=labels, tau=cfg.tau,
+    return replace(cfg.base_config(), fusion=MODELS[model]["fusion"], labeler=MODELS[model]["labeler"],
+                   train_labels=labels, tau=cfg.tau,
                    generator=cfg.generator, epochs=budget["epochs"], batch_size=budget["batch_size"],
                    num_train=budget["num_train"], num_val=budget["train_val"], scene_preset=cfg.scene_preset,
                    ambiguity=ambiguity, seed=seed, device=cfg.device, progress=False)
@@ -217,17 +218,24 @@ def _sweep_rows(records: pd.DataFrame, matrices: dict, model: str, ambiguity: fl
                          for name, m in matrices.items()])
 
 
+def ambiguities(cfg: NoiseConfig) -> list[float]:
+    return sorted({*AMBIGUITIES, cfg.ambiguity}) if cfg.ambiguity_sweep else [cfg.ambiguity]
+
+
 def run_seed(cfg: NoiseConfig, seed: int, cache_dir: Path, log: Callable[[str], None]) -> dict:
     """Train (or load) every model of ``seed`` and evaluate all conditions: the seed's whole result."""
     result = {"seed": seed, "models": {}, "records": [], "sweep": []}
-    ambiguities = sorted({*AMBIGUITIES, cfg.ambiguity}) if cfg.ambiguity_sweep else [cfg.ambiguity]
-    for ambiguity in ambiguities:
+    for ambiguity in ambiguities(cfg):
         eval_cfg = replace(train_config(cfg, "unfused", seed, ambiguity), num_val=cfg.budget["num_val"])
         loader = build_loader(eval_cfg, "val", shuffle=False)
-        affinity = None
-        for name in cfg.models:  # "unfused" first: its confusions define the outlier affinities
+        affinity = labeler = None
+        for name in sorted(cfg.models, key=list(MODELS).index):  # "unfused" first: its confusions define the
+            # outlier affinities, and it trains the labeler the other models borrow
             tcfg = train_config(cfg, name, seed, ambiguity)
             cached = trained_model(tcfg, cache_dir, log)
+            if cached.model.labeler is None:
+                cached.model.labeler = labeler
+            labeler = labeler or cached.model.labeler
             records, extra, affinity = _evaluate(cached.model, loader, cfg, seed, affinity)
             result["sweep"].append(_sweep_rows(records, extra["matrices"], name, ambiguity))
             if ambiguity != cfg.ambiguity:
@@ -235,7 +243,7 @@ def run_seed(cfg: NoiseConfig, seed: int, cache_dir: Path, log: Callable[[str], 
             result["records"].append(records.assign(model=name))
             history = pd.read_csv(Path(cached.path).parent / HISTORY)
             result["models"][name] = {**extra, "history": history, "updates": int(history["updates"].iloc[-1]),
-                                      "train_seconds": cached.train_seconds, "cache_hit": cached.hit}
+                                      "train_seconds": float(history["seconds"].sum())}
         if ambiguity == cfg.ambiguity:
             torch.manual_seed(seed)
             untrained = build_model(train_config(cfg, "unfused", seed, ambiguity))
@@ -329,7 +337,7 @@ def claims(results: list[dict], cfg: NoiseConfig) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def labeler_summary(results: list[dict], model: str = "fused") -> dict | None:
+def labeler_summary(results: list[dict], model: str = "unfused") -> dict | None:
     scores = [r["models"][model]["labeler"] for r in results if r["models"].get(model, {}).get("labeler")]
     if not scores:
         return None
@@ -432,16 +440,33 @@ def plot_ambiguity(frame: pd.DataFrame, path: Path) -> None:
     save_figure(fig, path)
 
 
-def _seed_job(cfg: NoiseConfig, seed: int, cache: Path, out: Path, threads: int,
-              log: Callable[[str], None] | None = None) -> bool:
-    """Compute and save one seed (in this process or a worker); True when every model came from the cache."""
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _train_job(tcfg: TrainConfig, cache: Path, threads: int) -> bool:
+    """Train one model into the cache (in this process or a worker); True when it was there already."""
     torch.set_num_threads(threads)
-    log = log or (lambda text: print(text, file=sys.stderr, flush=True))
+    return trained_model(tcfg, cache, _stderr).hit
+
+
+def _seed_job(cfg: NoiseConfig, seed: int, cache: Path, out: Path, threads: int) -> None:
+    """Evaluate and save one seed from its cached models."""
+    torch.set_num_threads(threads)
     start = time.perf_counter()
-    result = run_seed(cfg, seed, cache, log)
-    _save_seed(out, result)
-    log(f"seed {seed} done in {time.perf_counter() - start:.0f} s")
-    return all(info["cache_hit"] for info in result["models"].values())
+    _save_seed(out, run_seed(cfg, seed, cache, _stderr))
+    _stderr(f"seed {seed} evaluated in {time.perf_counter() - start:.0f} s")
+
+
+def _in_parallel(job: Callable, calls: list[tuple], jobs: int, threads: int, desc: str, progress: bool) -> list:
+    """``job(*call)`` for every call, in ``jobs`` worker processes of ``threads`` torch threads each."""
+    from tqdm import tqdm
+
+    if jobs > 1 and len(calls) > 1:
+        with ProcessPoolExecutor(min(jobs, len(calls)), mp_context=get_context("spawn")) as pool:
+            return list(tqdm(pool.map(job, *zip(*calls)), total=len(calls), desc=desc, disable=not progress))
+    torch.set_num_threads(threads)
+    return [job(*call) for call in tqdm(calls, desc=desc, disable=not progress)]
 
 
 # -- the whole run ----------------------------------------------------------------------------
@@ -454,8 +479,9 @@ def run(cfg: NoiseConfig, out: Path | None = None, force: bool = False, cache_di
         command: str = "") -> dict | None:
     """Compute the seeds this process owns, then (unless sharded) write every output; returns the summary.
 
-    ``jobs`` worker processes compute seeds in parallel, each with ``threads`` torch threads (the tiny
-    nets' small tensors gain little from more threads, and threads of busy processes wait on each other)."""
+    ``jobs`` worker processes train the models (longest first), then evaluate the seeds, in parallel, each
+    with ``threads`` torch threads (the tiny nets' small tensors gain little from more threads, and threads
+    of busy processes wait on each other)."""
     if (shard or merge) and out is None:
         raise ExperimentError("--shard and --merge need --out DIR: the directory every shard and the merge share")
     if shard and merge:
@@ -471,21 +497,15 @@ def run(cfg: NoiseConfig, out: Path | None = None, force: bool = False, cache_di
         log(f"resuming the unfinished run in {out}")
     mine = [s for s in seeds if shard is None or s % shard[1] == shard[0]]
     todo = [s for s in mine if not merge and not seed_path(out, s).is_file()]
+    trainings = [train_config(cfg, name, seed, a) for seed in todo for a in ambiguities(cfg) for name in cfg.models]
+    trainings.sort(key=lambda tcfg: tcfg.labeler is None)  # the models that train a labeler take longest: first
     if todo:
-        models = len(todo) * len(cfg.models) * (len(AMBIGUITIES) if cfg.ambiguity_sweep else 1)
-        log(f"{len(todo)} seed(s) to compute in {out}: up to {models} models to train (cached ones load at once); "
+        log(f"{len(todo)} seed(s) to compute in {out}: {len(trainings)} models to train or load from the cache; "
             f"budget {cfg.budget}")
-    from tqdm import tqdm
-
     cache = Path(cache_dir or default_cache_dir())
-    if jobs > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=get_context("spawn")) as pool:
-            warm = list(tqdm(pool.map(_seed_job, *zip(*[(cfg, seed, cache, out, threads) for seed in todo])),
-                             total=len(todo), desc="seeds", disable=not progress))
-    else:
-        torch.set_num_threads(threads)
-        warm = [_seed_job(cfg, seed, cache, out, threads, log) for seed in tqdm(todo, desc="seeds", disable=not progress)]
-    cache_warm = all(warm)
+    hits = _in_parallel(_train_job, [(t, cache, threads) for t in trainings], jobs, threads, "models", progress)
+    _in_parallel(_seed_job, [(cfg, seed, cache, out, threads) for seed in todo], jobs, threads, "seeds", progress)
+    cache_warm = all(hits)
     if shard is not None:
         return None
     summary = write_outputs(cfg, out, _load_seeds(out, seeds))
