@@ -21,12 +21,14 @@ Usage::
 
     python validation/scene_stats.py --out validation/scene_stats.md       # all sections
     python validation/scene_stats.py --sections appearance,presets --quick  # seconds
+    python validation/scene_stats.py --update-docs                          # rewrite validation/README.md's tables
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import platform
 import sys
 import time
 from pathlib import Path
@@ -39,6 +41,7 @@ from scipy.ndimage import uniform_filter
 from imgpix.data import NUM_CLASSES, SyntheticScenes
 from imgpix.data.synthetic import PRESETS, family_of
 from imgpix.evaluate import Evaluator
+from imgpix.experiments.report import splice
 from imgpix.labels import DEFAULT_TAU, LabelSource, from_masks
 from imgpix.metrics import labeler_scores
 from imgpix.models import ImgPixNet, build_labeler, build_segmenter
@@ -316,6 +319,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--update-docs", action="store_true",
+                        help="also rewrite the scene_stats section of validation/README.md")
     args = parser.parse_args(argv)
     args.sections = [s for s in args.sections.split(",") if s]
     if unknown := sorted(set(args.sections) - set(SECTIONS)):
@@ -343,8 +348,14 @@ def main(argv=None) -> int:
         body = builders[name](args)
         parts.append(f"## {name}\n\n{body}\n\n({time.perf_counter() - start:.0f} s)\n")
         print(parts[-1], flush=True)
+    report = "\n".join(parts)
     if args.out:
-        args.out.write_text("\n".join(parts))
+        args.out.write_text(report)
+    if args.update_docs:
+        command = " ".join(["python validation/scene_stats.py", *(argv if argv is not None else sys.argv[1:])])
+        header = (f"Measured by `{command}` ({args.threads} thread(s), {platform.platform()}, torch "
+                  f"{torch.__version__}); section times in parentheses.\n\n")
+        splice(Path(__file__).resolve().parent / "README.md", "scene_stats", header + report.replace("## ", "### "))
     return 0
 
 
