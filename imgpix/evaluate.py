@@ -74,7 +74,7 @@ class Evaluator:
         ``presence @ affinity`` (row c: how strongly class c draws each other class). Counts are
         summed over the processes of a distributed run.
         """
-        from .information import audit
+        from .information import Audit
 
         names = [s.name for s in sources]
         if len(set(names)) != len(names):
@@ -86,6 +86,7 @@ class Evaluator:
         if set(affinity) - set(names):
             raise ValueError(f"affinity names no source: {sorted(set(affinity) - set(names))}")
         for logits, scores, mask, presence in self.batches(desc):
+            audit = Audit(logits, mask) if per_image else None
             for source in sources:
                 result = results[source.name]
                 weights = presence.double().cpu() @ affinity[source.name].double().cpu() if source.name in affinity else None
@@ -93,7 +94,7 @@ class Evaluator:
                 counts = per_image_confusion(self.model.predict(logits, labels), mask, num_classes)
                 result.confusion.add_counts(counts.sum(0))
                 if per_image:
-                    record = audit(logits, labels if labels is not None else torch.ones(num_classes), mask)
+                    record = audit(labels if labels is not None else torch.ones(num_classes))
                     result.images.extend(_rows(record))
                     result.image_confusion.append(counts.cpu())
         for result in results.values():

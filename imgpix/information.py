@@ -77,6 +77,50 @@ def _entropy(log_probs: Tensor) -> Tensor:
     return torch.special.entr(log_probs.exp()).sum(dim=1)  # -sum p log p, 0 where p = 0
 
 
+class Audit:
+    """:func:`audit` of one batch of ``logits`` [B,N,H,W] against ``target`` [B,H,W] for many label vectors:
+    the terms that do not depend on the labels (log P, its entropy and accuracy) are computed once."""
+
+    def __init__(self, logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX):
+        self.z = z = _logits(logits)
+        batch, num_classes, height, width = z.shape
+        if target.shape != (batch, height, width):
+            raise ValueError(f"target must have shape {(batch, height, width)}, got {tuple(target.shape)}")
+        target = target.to(z.device)
+        self.truth = from_masks(target, num_classes, ignore_index)
+        self.valid = target != ignore_index
+        self.y = torch.where(self.valid, target.long(), 0)
+        self.top = z.amax(dim=1, keepdim=True)
+        self.log_mass = torch.exp(z - self.top).sum(dim=1).log()
+        log_p = z - self.top - self.log_mass[:, None]  # log_softmax, from the parts removed() reuses
+        self.ce_unfused = -log_p.gather(1, self.y.unsqueeze(1)).squeeze(1)
+        self.unfused = {"pixels": self.valid.sum(dim=(1, 2)),
+                        "entropy_unfused": _image_mean(_entropy(log_p), self.valid),
+                        "accuracy_unfused": _image_mean((z.argmax(1) == self.y).to(z.dtype), self.valid)}
+
+    def __call__(self, labels: Tensor) -> dict[str, Tensor]:
+        """The audit of ``labels`` (see :func:`audit`)."""
+        keep = _kept(labels, self.z)
+        kept_pixel = self.valid & keep.gather(1, self.y.flatten(1)).view_as(self.y)
+        kept_only = self.z.masked_fill(~keep[:, :, None, None], float("-inf"))
+        top_kept, fused_argmax = kept_only.max(dim=1, keepdim=True)
+        log_mass_kept = torch.exp(kept_only - top_kept).sum(dim=1).log()
+        removed = ((self.top - top_kept).squeeze(1) + self.log_mass - log_mass_kept).clamp_min(0)  # as _removed
+        log_q = kept_only - (top_kept + log_mass_kept[:, None])  # log P' = log P - log sum_L P; -inf off L
+        return {
+            "n": self.truth.sum(1), "size": keep.sum(1), "kept": (keep & self.truth).sum(1),
+            "outliers": (keep & ~self.truth).sum(1), "pixels": self.unfused["pixels"],
+            "ce_unfused": _image_mean(self.ce_unfused, kept_pixel),
+            "ce_fused": _image_mean(self.ce_unfused - removed, kept_pixel),
+            "removed": _image_mean(removed, kept_pixel),
+            "lost_fraction": _image_mean((self.valid & ~kept_pixel).to(self.z.dtype), self.valid),
+            "entropy_unfused": self.unfused["entropy_unfused"],
+            "entropy_fused": _image_mean(_entropy(log_q), self.valid),
+            "accuracy_unfused": self.unfused["accuracy_unfused"],
+            "accuracy_fused": _image_mean((fused_argmax.squeeze(1) == self.y).to(self.z.dtype), self.valid),
+        }
+
+
 def audit(logits: Tensor, labels: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX) -> dict[str, Tensor]:
     """Measured information per image of ``logits`` [B,N,H,W] fused with ``labels``, against ``target`` [B,H,W].
 
@@ -94,32 +138,4 @@ def audit(logits: Tensor, labels: Tensor, target: Tensor, ignore_index: int = IG
     an image with no kept pixel has NaN ``ce_*`` and ``removed``; one with no labelled pixel is
     NaN throughout the means.
     """
-    z = _logits(logits)
-    keep = _kept(labels, z)
-    batch, num_classes, height, width = z.shape
-    if target.shape != (batch, height, width):
-        raise ValueError(f"target must have shape {(batch, height, width)}, got {tuple(target.shape)}")
-    target = target.to(z.device)
-    truth = from_masks(target, num_classes, ignore_index)
-    valid = target != ignore_index
-    y = torch.where(valid, target.long(), 0)
-    kept_pixel = valid & keep.gather(1, y.flatten(1)).view_as(y)
-    log_p = torch.log_softmax(z, dim=1)
-    removed = _removed(z, keep)
-    log_q = torch.where(keep[:, :, None, None], log_p + removed[:, None], float("-inf"))  # log P' = log P - log sum_L P
-
-    def at_truth(log_probs: Tensor) -> Tensor:
-        return log_probs.gather(1, y.unsqueeze(1)).squeeze(1)
-
-    return {
-        "n": truth.sum(1), "size": keep.sum(1), "kept": (keep & truth).sum(1), "outliers": (keep & ~truth).sum(1),
-        "pixels": valid.sum(dim=(1, 2)),
-        "ce_unfused": _image_mean(-at_truth(log_p), kept_pixel),
-        "ce_fused": _image_mean(-at_truth(log_q), kept_pixel),
-        "removed": _image_mean(removed, kept_pixel),
-        "lost_fraction": _image_mean((valid & ~kept_pixel).to(z.dtype), valid),
-        "entropy_unfused": _image_mean(_entropy(log_p), valid),
-        "entropy_fused": _image_mean(_entropy(log_q), valid),
-        "accuracy_unfused": _image_mean((log_p.max(1).indices == y).to(z.dtype), valid),
-        "accuracy_fused": _image_mean((log_q.max(1).indices == y).to(z.dtype), valid),
-    }
+    return Audit(logits, target, ignore_index)(labels)

@@ -10,7 +10,8 @@ import torch
 from hypothesis import given, strategies as st
 
 from imgpix import fuse_log, theory as th
-from imgpix.information import audit, removed_nats
+from imgpix.data import IGNORE_INDEX
+from imgpix.information import Audit, audit, removed_nats
 from imgpix.labels import corrupt, from_masks
 from imgpix.models import build_segmenter
 from tests.strategies import MODERATE_SCALES, cases, filled
@@ -206,3 +207,27 @@ def test_untrained_segmenter_removes_exactly_log_N_over_L():
     torch.testing.assert_close(a["removed"], predicted, atol=1e-6, rtol=0)
     torch.testing.assert_close(a["ce_unfused"], torch.full((6,), math.log(21), dtype=torch.float64), atol=1e-6,
                                rtol=0)
+
+
+def test_one_audit_serves_many_label_vectors():
+    """``Audit`` (built once per batch by the evaluator) against a direct computation from
+    ``fuse_log``, label vector after label vector: no state leaks from one call to the next."""
+    torch.manual_seed(0)
+    logits, target = torch.randn(3, 5, 4, 4, dtype=torch.float64) * 4, torch.randint(0, 5, (3, 4, 4))
+    target[0, 0, 0] = IGNORE_INDEX
+    valid = target != IGNORE_INDEX
+    y = target.clamp(max=4)
+    shared = Audit(logits, target)
+
+    def mean(values):
+        return torch.where(valid, values, 0).sum((1, 2)) / valid.sum((1, 2))
+
+    for labels in (torch.ones(5), torch.tensor([1, 0, 0, 1, 0]), torch.randint(0, 2, (3, 5)), torch.zeros(3, 5)):
+        ours = shared(labels)
+        for name, log_q in (("unfused", torch.log_softmax(logits, 1)), ("fused", fuse_log(logits, labels))):
+            p = log_q.exp()
+            entropy = -(p * torch.where(p > 0, log_q, 0)).sum(1)
+            torch.testing.assert_close(ours[f"entropy_{name}"], mean(entropy))
+            torch.testing.assert_close(ours[f"accuracy_{name}"], mean((log_q.argmax(1) == y).double()))
+        rows = labels.expand(3, 5) if labels.dim() == 1 else labels
+        assert ours["size"].tolist() == [int(r.sum()) or 5 for r in rows]
