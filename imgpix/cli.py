@@ -198,7 +198,8 @@ def run_evaluate(args) -> None:
     if any(s.kind == "labeler" for s in sources) and model.labeler is None:
         raise ValueError("label source 'labeler' needs a checkpoint trained with a labeler")
     loader = make_loader(cfg, checked_split(cfg, "val", lambda text: print(text, file=sys.stderr)), shuffle=False)
-    results = Evaluator(model, loader, args.device, progress=args.progress).run(sources)
+    evaluator = Evaluator(model, loader, args.device, progress=args.progress, keep=model.labeler is not None)
+    results = evaluator.run(sources)
     trained = "unfused" if model.fusion is None else f"{model.fusion}-fused"
     print(f"{path} (epoch {state['epoch']}, trained {trained}) on {len(loader.dataset)} {cfg.data} val images; "
           "scores in percent")
@@ -209,6 +210,11 @@ def run_evaluate(args) -> None:
         values = " | ".join(f"{100 * result.scores[k]:.2f}" for k in METRIC_NAMES)
         print(f"| {name}{posthoc} | {values} |")
     print("labels: " + "; ".join(SOURCE_HELP[kind] for kind in dict.fromkeys(s.kind for s in sources)))
+    if model.labeler is not None:
+        objects = [c for c in range(model.num_classes) if c not in cfg.protected]
+        quality = evaluator.labeler(tau, objects)
+        print(f"image labeler: mAP {100 * quality['mAP']:.2f} over {quality['classes']} object classes with a positive "
+              f"image; at tau {tau:g} precision {100 * quality['precision']:.2f}, recall {100 * quality['recall']:.2f}")
 
 
 def run_theory(args) -> None:

@@ -16,7 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from imgpix.labels import DEFAULT_TAU
+from imgpix.data import NUM_CLASSES
+from imgpix.labels import DEFAULT_TAU, from_masks
+from imgpix.metrics import labeler_scores
+from imgpix.train import build_loader, load_checkpoint
 
 METRICS = ("PA", "MPA", "FWAA", "MIOU")
 TIMEOUT = 300
@@ -132,6 +135,18 @@ def test_evaluate_defaults_to_labeler(runs):
     assert result.returncode == 0, result.stderr[-3000:]
     table_row(result.stdout, f"labeler@{DEFAULT_TAU:g}")  # the label source and its tau
     assert "labeler@tau = the classes the checkpoint's image labeler scores >= tau" in result.stdout
+    # the labeler's quality, as labeler_scores computes it on the same images (background is not an object)
+    line = re.search(r"image labeler: mAP (\d+\.\d\d) over (\d+) object classes with a positive image; "
+                     rf"at tau {DEFAULT_TAU:g} precision (\d+\.\d\d), recall (\d+\.\d\d)", result.stdout)
+    assert line, result.stdout
+    model, cfg, _ = load_checkpoint(runs["_out"] / "checkpoint.pt")
+    model.eval()
+    with torch.no_grad():
+        batches = [(model.label_scores(image), from_masks(mask, NUM_CLASSES)) for image, mask in build_loader(cfg, "val")]
+    expected = labeler_scores(*(torch.cat(t) for t in zip(*batches)), DEFAULT_TAU, classes=range(1, NUM_CLASSES))
+    assert int(line[2]) == expected["classes"]
+    for group, key in ((1, "mAP"), (3, "precision"), (4, "recall")):
+        assert float(line[group]) == pytest.approx(100 * expected[key], abs=0.006), key
 
 
 def test_evaluate_unfused_checkpoint_reports_no_labels(runs):
