@@ -510,7 +510,7 @@ def run(cfg: NoiseConfig, out: Path | None = None, force: bool = False, cache_di
         return None
     summary = write_outputs(cfg, out, _load_seeds(out, seeds))
     summary["timings"] = {"wall_s": round(time.perf_counter() - start, 1), "cache_warm": not todo or cache_warm,
-                          "seeds_computed": len(todo)}
+                          "seeds_computed": len(todo), "jobs": min(jobs, max(len(trainings), 1)), "threads": threads}
     summary["command"] = command
     write_atomic(out / "report.md", report_markdown(summary))
     write_json(out / "summary.json", summary)  # last: its presence marks a finished run
@@ -577,7 +577,8 @@ def _timing(timings: dict) -> str:
     if not timings.get("seeds_computed"):
         return f"this command rewrote the outputs from the saved per-seed results in {timings['wall_s']:.0f} s"
     cache = "warm" if timings.get("cache_warm") else "cold or partly cold"
-    return f"wall time {timings['wall_s']:.0f} s for {timings['seeds_computed']} seed(s), model cache {cache}"
+    return (f"wall time {timings['wall_s']:.0f} s for {timings['seeds_computed']} seed(s) in {timings['jobs']} "
+            f"process(es) of {timings['threads']} thread(s), model cache {cache}")
 
 
 def headline_markdown(summary: dict) -> str:
@@ -599,8 +600,7 @@ def report_markdown(summary: dict) -> str:
     cfg, md = summary["config"], summary["markdown"]
     lines = [f"Measured by `python validation/noisy_labels.py {summary['command']}` "
              f"({cfg['seeds']} seed(s), {summary['images']} validation images, {summary['versions']['platform']}, "
-             f"torch {summary['versions']['torch']}, {summary['versions']['torch_threads']} thread(s) a process; "
-             f"{_timing(summary['timings'])}).", "", headline_markdown(summary)]
+             f"torch {summary['versions']['torch']}; {_timing(summary['timings'])}).", "", headline_markdown(summary)]
     lines += ["Models per seed, each trained for the same number of segmenter updates: " + ", ".join(
         f"`{m}` {info['segmenter_updates']}" for m, info in summary["models"].items()) + ".", "",
         "#### All conditions (scores in percent, mean over seeds; MIOU CI over images)", "", md["table"],
