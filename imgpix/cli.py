@@ -86,8 +86,8 @@ def _train_parser(commands) -> None:
     add("--procedure", choices=PROCEDURES, default=DEFAULTS["procedure"])
     add("--train-labels", type=_label_source, default=DEFAULTS["train_labels"], metavar="SOURCE",
         help="labels fused during training: oracle, labeler, noisy:m=M,k=K or none (default: %(default)s)")
-    for name, kind in (("epochs", _positive), ("batch_size", _positive), ("lr", _rate), ("labeler_lr", _rate), ("seed", _count),
-                       ("image_size", _positive), ("crop_size", _positive), ("workers", _count)):
+    for name, kind in (("epochs", _positive), ("batch_size", _positive), ("lr", _rate), ("labeler_lr", _rate),
+                       ("seed", _count), ("image_size", _positive), ("crop_size", _positive), ("workers", _count)):
         add("--" + name.replace("_", "-"), type=kind, default=DEFAULTS[name], help="default: %(default)s")
     add("--num-train", type=_positive, help="synthetic training images per epoch (drawn afresh each epoch)")
     add("--fixed-train", action="store_true", help="the same synthetic training images every epoch")

@@ -43,17 +43,32 @@ def _kept(labels: Tensor, logits: Tensor) -> Tensor:
     return keep | ~keep.any(dim=1, keepdim=True)
 
 
-def _removed(z: Tensor, keep: Tensor) -> Tensor:
+class _LogSumExp:
+    """``logsumexp`` over the classes of z [B,N,H,W] split as ``top + log_mass`` (``top`` the max, kept
+    [B,1,H,W]; ``log_mass`` [B,H,W]), with ``argmax`` [B,H,W]."""
+
+    def __init__(self, z: Tensor):
+        self.top, argmax = z.max(dim=1, keepdim=True)
+        self.argmax = argmax.squeeze(1)
+        self.log_mass = torch.exp(z - self.top).sum(dim=1).log()
+
+    def log_probs(self, z: Tensor) -> Tensor:
+        """``z - logsumexp(z)``: log-softmax (-inf stays -inf)."""
+        return z - (self.top + self.log_mass[:, None])
+
+
+def _only(z: Tensor, keep: Tensor) -> Tensor:
+    """z with the classes ``keep`` [B,N] leaves out set to -inf."""
+    return z.masked_fill(~keep[:, :, None, None], float("-inf"))
+
+
+def _removed(every: _LogSumExp, kept: _LogSumExp) -> Tensor:
     """``-log sum_{c in L} softmax(z)_c`` = logsumexp over all classes - logsumexp over kept ones.
 
-    Each logsumexp is split as ``max + log(mass)`` and the maxima are subtracted first, so that
-    large logits (±1e4) do not cost the precision of the small difference.
+    The maxima are subtracted first, so that large logits (±1e4) do not cost the precision of the
+    small difference.
     """
-    kept_only = z.masked_fill(~keep[:, :, None, None], float("-inf"))
-    top, top_kept = z.amax(dim=1, keepdim=True), kept_only.amax(dim=1, keepdim=True)
-    log_mass = torch.exp(z - top).sum(dim=1).log()
-    log_mass_kept = torch.exp(kept_only - top_kept).sum(dim=1).log()
-    return ((top - top_kept).squeeze(1) + log_mass - log_mass_kept).clamp_min(0)  # >= 0 up to rounding
+    return ((every.top - kept.top).squeeze(1) + every.log_mass - kept.log_mass).clamp_min(0)  # >= 0 up to rounding
 
 
 def removed_nats(logits: Tensor, labels: Tensor) -> Tensor:
@@ -64,7 +79,7 @@ def removed_nats(logits: Tensor, labels: Tensor) -> Tensor:
     bad shapes, labels outside [0, 1] or non-finite logits.
     """
     z = _logits(logits)
-    return _removed(z, _kept(labels, z))
+    return _removed(_LogSumExp(z), _LogSumExp(_only(z, _kept(labels, z))))
 
 
 def _image_mean(values: Tensor, where: Tensor) -> Tensor:
@@ -90,23 +105,21 @@ class Audit:
         self.truth = from_masks(target, num_classes, ignore_index)
         self.valid = target != ignore_index
         self.y = torch.where(self.valid, target.long(), 0)
-        self.top = z.amax(dim=1, keepdim=True)
-        self.log_mass = torch.exp(z - self.top).sum(dim=1).log()
-        log_p = z - self.top - self.log_mass[:, None]  # log_softmax, from the parts removed() reuses
+        self.every = _LogSumExp(z)
+        log_p = self.every.log_probs(z)
         self.ce_unfused = -log_p.gather(1, self.y.unsqueeze(1)).squeeze(1)
         self.unfused = {"pixels": self.valid.sum(dim=(1, 2)),
                         "entropy_unfused": _image_mean(_entropy(log_p), self.valid),
-                        "accuracy_unfused": _image_mean((z.argmax(1) == self.y).to(z.dtype), self.valid)}
+                        "accuracy_unfused": _image_mean((self.every.argmax == self.y).to(z.dtype), self.valid)}
 
     def __call__(self, labels: Tensor) -> dict[str, Tensor]:
         """The audit of ``labels`` (see :func:`audit`)."""
         keep = _kept(labels, self.z)
         kept_pixel = self.valid & keep.gather(1, self.y.flatten(1)).view_as(self.y)
-        kept_only = self.z.masked_fill(~keep[:, :, None, None], float("-inf"))
-        top_kept, fused_argmax = kept_only.max(dim=1, keepdim=True)
-        log_mass_kept = torch.exp(kept_only - top_kept).sum(dim=1).log()
-        removed = ((self.top - top_kept).squeeze(1) + self.log_mass - log_mass_kept).clamp_min(0)  # as _removed
-        log_q = kept_only - (top_kept + log_mass_kept[:, None])  # log P' = log P - log sum_L P; -inf off L
+        kept_only = _only(self.z, keep)
+        kept = _LogSumExp(kept_only)
+        removed = _removed(self.every, kept)
+        log_q = kept.log_probs(kept_only)  # log P' = log P - log sum_L P; -inf off L
         return {
             "n": self.truth.sum(1), "size": keep.sum(1), "kept": (keep & self.truth).sum(1),
             "outliers": (keep & ~self.truth).sum(1), "pixels": self.unfused["pixels"],
@@ -117,7 +130,7 @@ class Audit:
             "entropy_unfused": self.unfused["entropy_unfused"],
             "entropy_fused": _image_mean(_entropy(log_q), self.valid),
             "accuracy_unfused": self.unfused["accuracy_unfused"],
-            "accuracy_fused": _image_mean((fused_argmax.squeeze(1) == self.y).to(self.z.dtype), self.valid),
+            "accuracy_fused": _image_mean((kept.argmax == self.y).to(self.z.dtype), self.valid),
         }
 
 

@@ -229,13 +229,14 @@ def run_seed(cfg: NoiseConfig, seed: int, cache_dir: Path, log: Callable[[str], 
         eval_cfg = replace(train_config(cfg, "unfused", seed, ambiguity), num_val=cfg.budget["num_val"])
         loader = build_loader(eval_cfg, "val", shuffle=False)
         affinity = labeler = None
-        for name in sorted(cfg.models, key=list(MODELS).index):  # "unfused" first: its confusions define the
-            # outlier affinities, and it trains the labeler the other models borrow
+        # "unfused" first: its confusions define the outlier affinities, and the others borrow its labeler
+        for name in sorted(cfg.models, key=list(MODELS).index):
             tcfg = train_config(cfg, name, seed, ambiguity)
             cached = trained_model(tcfg, cache_dir, log)
             if cached.model.labeler is None:
                 cached.model.labeler = labeler
-            labeler = labeler or cached.model.labeler
+            elif labeler is None:
+                labeler = cached.model.labeler
             records, extra, affinity = _evaluate(cached.model, loader, cfg, seed, affinity)
             result["sweep"].append(_sweep_rows(records, extra["matrices"], name, ambiguity))
             if ambiguity != cfg.ambiguity:
