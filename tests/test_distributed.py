@@ -51,7 +51,7 @@ LABELER_LR = 1e-3
 #   to the one-process run is only reported, as it is a modelling difference.
 # * "disc" is the Table 2 ablation (discriminator called twice per backward in DDP).
 # * Adam turns a rounding-level gradient difference on a near-zero gradient into a step of about lr, so
-#   the labeler runs at lr 1e-3 (its one-cycle peak, 3e-3, moves such elements by 5e-5 in 3 steps).
+#   the labeler runs at lr 1e-3 (at its one-cycle peak, 3e-3, such elements drift past the tolerance).
 WORKER = textwrap.dedent(f"""
     import sys, torch
     from torch import nn
