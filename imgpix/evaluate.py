@@ -87,19 +87,40 @@ class Evaluator:
             raise ValueError(f"affinity names no source: {sorted(set(affinity) - set(names))}")
         for logits, scores, mask, presence in self.batches(desc):
             audit = Audit(logits, mask) if per_image else None
+            seen: dict = {}
             for source in sources:
                 result = results[source.name]
                 weights = presence.double().cpu() @ affinity[source.name].double().cpu() if source.name in affinity else None
                 labels = source.resolve(num_classes, mask, scores, streams[source.name], weights, presence)
-                counts = per_image_confusion(self.model.predict(logits, labels), mask, num_classes)
+                record = pred = None
+                if per_image:
+                    record, over_kept = audit.fused(labels if labels is not None else torch.ones(num_classes))
+                    if labels is None or self.model.predicts_over_kept(labels):
+                        pred = over_kept  # the same argmax predict() would compute
+                if pred is None:
+                    counts = self._counts(logits, labels, mask, seen)
+                else:
+                    counts = per_image_confusion(pred, mask, num_classes)
                 result.confusion.add_counts(counts.sum(0))
                 if per_image:
-                    record = audit(labels if labels is not None else torch.ones(num_classes))
                     result.images.extend(_rows(record))
                     result.image_confusion.append(counts.cpu())
         for result in results.values():
             result.confusion.all_reduce()
         return results
+
+    def _counts(self, logits: Tensor, labels: Tensor | None, mask: Tensor, seen: dict) -> Tensor:
+        """[B, N, N] confusion counts of ``predict(logits, labels)`` per image; an image whose label row
+        ``seen`` already holds (another source of this batch gave it the same labels) reuses its counts."""
+        batch = logits.shape[0]
+        rows = None if labels is None else labels.to(logits.device).expand(batch, -1)
+        keys = [(i, None if rows is None else tuple(rows[i].tolist())) for i in range(batch)]
+        todo = [i for i, key in enumerate(keys) if key not in seen]
+        if todo:
+            part = slice(None) if len(todo) == batch else todo
+            pred = self.model.predict(logits[part], None if rows is None else rows[part])
+            seen.update(zip([keys[i] for i in todo], per_image_confusion(pred, mask[part], self.model.num_classes)))
+        return torch.stack([seen[key] for key in keys])
 
     @torch.no_grad()
     def labeler(self, tau: float, objects: Sequence[int] | None = None) -> dict:

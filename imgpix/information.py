@@ -45,16 +45,22 @@ def _kept(labels: Tensor, logits: Tensor) -> Tensor:
 
 class _LogSumExp:
     """``logsumexp`` over the classes of z [B,N,H,W] split as ``top + log_mass`` (``top`` the max, kept
-    [B,1,H,W]; ``log_mass`` [B,H,W]), with ``argmax`` [B,H,W]."""
+    [B,1,H,W]; ``log_mass`` [B,H,W]), with ``argmax`` [B,H,W], ``shifted`` = z - top and its exponentials
+    ``weights``."""
 
     def __init__(self, z: Tensor):
         self.top, argmax = z.max(dim=1, keepdim=True)
         self.argmax = argmax.squeeze(1)
-        self.log_mass = torch.exp(z - self.top).sum(dim=1).log()
+        self.shifted = z - self.top
+        self.weights = torch.exp(self.shifted)  # 0 where z = -inf
+        self.mass = self.weights.sum(dim=1)
+        self.log_mass = self.mass.log()
 
-    def log_probs(self, z: Tensor) -> Tensor:
-        """``z - logsumexp(z)``: log-softmax (-inf stays -inf)."""
-        return z - (self.top + self.log_mass[:, None])
+    def entropy(self) -> Tensor:
+        """``-sum p log p`` of the softmax [B,H,W], as ``log_mass - sum w (z - top) / sum w`` with
+        ``w = exp(z - top)`` (classes at -inf contribute 0)."""
+        weighted = (self.weights * self.shifted).nan_to_num_(nan=0.0)  # 0 * -inf -> 0
+        return self.log_mass - weighted.sum(dim=1) / self.mass
 
 
 def _only(z: Tensor, keep: Tensor) -> Tensor:
@@ -88,10 +94,6 @@ def _image_mean(values: Tensor, where: Tensor) -> Tensor:
     return total / where.sum(dim=(1, 2))
 
 
-def _entropy(log_probs: Tensor) -> Tensor:
-    return torch.special.entr(log_probs.exp()).sum(dim=1)  # -sum p log p, 0 where p = 0
-
-
 class Audit:
     """:func:`audit` of one batch of ``logits`` [B,N,H,W] against ``target`` [B,H,W] for many label vectors:
     the terms that do not depend on the labels (log P, its entropy and accuracy) are computed once."""
@@ -106,20 +108,23 @@ class Audit:
         self.valid = target != ignore_index
         self.y = torch.where(self.valid, target.long(), 0)
         self.every = _LogSumExp(z)
-        log_p = self.every.log_probs(z)
-        self.ce_unfused = -log_p.gather(1, self.y.unsqueeze(1)).squeeze(1)
+        self.ce_unfused = self.every.log_mass - self.every.shifted.gather(1, self.y.unsqueeze(1)).squeeze(1)  # -log P_y
         self.unfused = {"pixels": self.valid.sum(dim=(1, 2)),
-                        "entropy_unfused": _image_mean(_entropy(log_p), self.valid),
+                        "entropy_unfused": _image_mean(self.every.entropy(), self.valid),
                         "accuracy_unfused": _image_mean((self.every.argmax == self.y).to(z.dtype), self.valid)}
 
     def __call__(self, labels: Tensor) -> dict[str, Tensor]:
         """The audit of ``labels`` (see :func:`audit`)."""
+        return self.fused(labels)[0]
+
+    def fused(self, labels: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """The audit of ``labels`` and the fused prediction [B,H,W]: the argmax of the logits over the kept
+        classes (= argmax P' under dot fusion)."""
         keep = _kept(labels, self.z)
         kept_pixel = self.valid & keep.gather(1, self.y.flatten(1)).view_as(self.y)
         kept_only = _only(self.z, keep)
         kept = _LogSumExp(kept_only)
         removed = _removed(self.every, kept)
-        log_q = kept.log_probs(kept_only)  # log P' = log P - log sum_L P; -inf off L
         return {
             "n": self.truth.sum(1), "size": keep.sum(1), "kept": (keep & self.truth).sum(1),
             "outliers": (keep & ~self.truth).sum(1), "pixels": self.unfused["pixels"],
@@ -128,10 +133,10 @@ class Audit:
             "removed": _image_mean(removed, kept_pixel),
             "lost_fraction": _image_mean((self.valid & ~kept_pixel).to(self.z.dtype), self.valid),
             "entropy_unfused": self.unfused["entropy_unfused"],
-            "entropy_fused": _image_mean(_entropy(log_q), self.valid),
+            "entropy_fused": _image_mean(kept.entropy(), self.valid),
             "accuracy_unfused": self.unfused["accuracy_unfused"],
             "accuracy_fused": _image_mean((kept.argmax == self.y).to(self.z.dtype), self.valid),
-        }
+        }, kept.argmax
 
 
 def audit(logits: Tensor, labels: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX) -> dict[str, Tensor]:

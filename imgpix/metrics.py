@@ -101,18 +101,27 @@ class ConfusionMatrix:
         return scores(self.matrix)
 
 
+def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
+    """``AP = sum_t (R_t - R_t') P_t`` over the distinct scores t, high to low (t' the previous one;
+    predicted: score >= t), as sklearn and torchmetrics define it. ``positive`` needs a True."""
+    order = np.argsort(-scores, kind="stable")
+    ranked, hits = scores[order], np.cumsum(positive[order])
+    last_of_tie = np.r_[ranked[1:] != ranked[:-1], True]
+    hits, predicted = hits[last_of_tie], np.flatnonzero(last_of_tie) + 1
+    recall = hits / hits[-1]
+    return float(np.sum(np.diff(recall, prepend=0.0) * hits / predicted))
+
+
 def labeler_scores(scores: Tensor, present: Tensor, tau: float, classes=None) -> dict:
     """Image labeler quality: ``mAP`` (mean over ``classes`` with a positive image of the average
     precision of ``scores`` [B,N] against ``present`` [B,N]), and micro ``precision`` / ``recall``
     of ``scores >= tau`` over those classes (all classes when ``classes`` is None)."""
-    from torchmetrics.functional.classification import binary_average_precision
-
     from .labels import check_tau
 
     tau = check_tau(tau)
     classes = list(range(scores.shape[1])) if classes is None else list(classes)
     scores, present = scores[:, classes].float(), present[:, classes].long()
-    aps = [float(binary_average_precision(scores[:, c], present[:, c])) for c in range(len(classes))
+    aps = [average_precision(scores[:, c].numpy(), present[:, c].bool().numpy()) for c in range(len(classes))
            if bool(present[:, c].any())]
     predicted = scores >= tau
     hits = int((predicted & present.bool()).sum())

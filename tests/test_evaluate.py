@@ -132,6 +132,16 @@ def test_shared_pass_equals_separate_runs(model, loader):
         assert torch.equal(alone, together[source.name]), source.name
 
 
+def test_sources_with_equal_labels_share_predictions_correctly(model, loader):
+    """A tau sweep gives most images the same labels at neighbouring taus; the reused per-image counts
+    must equal each source's own evaluation."""
+    taus = [LabelSource("labeler", tau=t / 10, protected=(0,)) for t in range(11)]
+    together = matrices(Evaluator(model, loader).run(taus))
+    alone = {t.name: Evaluator(model, loader).run([t])[t.name].confusion.matrix for t in taus}
+    assert all(torch.equal(together[n], alone[n]) for n in alone)
+    assert len({tuple(m.flatten().tolist()) for m in together.values()}) > 2  # the labels did change with tau
+
+
 def test_keep_reuses_the_first_pass(model, loader):
     kept = Evaluator(model, loader, keep=True)
     first = matrices(kept.run(SOURCES[:2]))
@@ -164,6 +174,24 @@ def test_per_image_records(model, loader, reference):
     for record, present in zip(results["noisy(m=2,k=1)"].images, presence):
         assert (record["kept"], record["outliers"]) == (int(present[0]) + 1, 2)
     assert all(not r.images and not r.image_confusion for r in Evaluator(model, loader).run(SOURCES[:2]).values())
+
+
+def test_per_image_prediction_follows_the_fusion(loader):
+    """The per-image pass reuses the audit's argmax over kept classes only where it equals argmax P':
+    under logit addition it does not, and the matrices still match the model's own output."""
+    model = ImgPixNet(segmenter(0), labeler(1), fusion="logit_add").eval()
+    results = Evaluator(model, loader).run(SOURCES, per_image=True)
+    plain = Evaluator(model, loader).run(SOURCES)
+    for source in SOURCES:
+        assert torch.equal(results[source.name].confusion.matrix, plain[source.name].confusion.matrix)
+    streams = {s.name: s.generator() for s in SOURCES}
+    with torch.no_grad():
+        for (image, mask), start in zip(loader, (0, 4)):
+            scores = model.label_scores(image)
+            labels = SOURCES[1].resolve(N, mask, scores, streams[SOURCES[1].name])
+            pred = model(image, labels).log_probs.argmax(1)
+            expected = torch.stack([confusion_matrix(p, t, N) for p, t in zip(pred, mask)])
+            assert torch.equal(torch.cat(results["oracle"].image_confusion)[start:start + len(mask)], expected)
 
 
 def test_post_hoc_fusion_of_an_unfused_model(model, loader):

@@ -8,10 +8,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import assume, given, strategies as st
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+from torchmetrics.functional.classification import binary_average_precision
 
-from imgpix.metrics import METRIC_NAMES, ConfusionMatrix, confusion_matrix, labeler_scores, scores
+from imgpix.metrics import METRIC_NAMES, ConfusionMatrix, average_precision, confusion_matrix, labeler_scores, scores
 from strategies import segmentations
 
 IGNORE = 255
@@ -339,3 +340,11 @@ def test_labeler_scores_match_a_reference(images, classes, data):
     predicted = scores >= tau
     assert result["precision"] == pytest.approx((predicted & truth).sum() / max(predicted.sum(), 1))
     assert result["recall"] == pytest.approx((predicted & truth).sum() / max(truth.sum(), 1))
+
+
+@given(st.lists(st.tuples(st.sampled_from([0.0, 0.2, 0.5, 0.7, 1.0]), st.booleans()), min_size=1, max_size=30))
+def test_average_precision_matches_torchmetrics(pairs):
+    scores, truth = (np.array(v) for v in zip(*pairs))
+    assume(truth.any())
+    expected = float(binary_average_precision(torch.tensor(scores), torch.tensor(truth).long()))
+    assert average_precision(scores, truth) == pytest.approx(expected, abs=1e-6)

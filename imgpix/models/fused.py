@@ -55,11 +55,16 @@ class ImgPixNet(nn.Module):
         """log P' from logits with this model's fusion mode (Eq. 1 for a model trained unfused)."""
         return fused_log_probs(logits, labels, self.fusion or "dot")
 
+    def predicts_over_kept(self, labels: Tensor) -> bool:
+        """True when ``argmax P'`` is the argmax of the logits over the classes ``labels`` keep: dot fusion
+        (or none) with binary labels."""
+        binary = labels.dtype == torch.bool or bool(((labels == 0) | (labels == 1)).all())
+        return self.fusion in (None, "dot") and binary
+
     def predict(self, logits: Tensor, labels: Tensor | None) -> Tensor:
         """Class ids [B,H,W]: ``argmax P'``. For dot fusion (and unfused) that is the argmax of the logits
         over the kept classes, so the renormalisation is skipped."""
-        soft = labels is not None and labels.dtype != torch.bool and not bool(((labels == 0) | (labels == 1)).all())
-        if self.fusion not in (None, "dot") or labels is None or soft:
+        if labels is None or not self.predicts_over_kept(labels):
             source = logits if labels is None else self.fuse_logits(logits, labels)
             return source.max(1).indices  # max().indices: about 2x faster than argmax on CPU
         keep = check_labels(labels, *logits.shape[:2]).to(logits.device).bool()
