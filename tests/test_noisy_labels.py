@@ -374,3 +374,12 @@ def test_jobs_2_trains_and_evaluates_in_workers_with_the_same_results(main_run, 
     assert len(list((tmp_path / "cache" / "models").glob("*/checkpoint.pt"))) == 4  # 2 seeds x 2 models
     ours, reference = (pd.read_csv(path / "table.csv") for path in (tmp_path / "out", main_run[0]))
     pd.testing.assert_frame_equal(ours, reference)
+
+
+def test_report_names_the_cpu_it_was_measured_on(main_run):
+    """Float results differ between CPU kinds: summary.json and report.md name the CPU."""
+    from imgpix.experiments.report import cpu_name
+
+    summary = json.loads((main_run[0] / "summary.json").read_text())
+    assert summary["versions"]["cpu"] == cpu_name() != "unknown"
+    assert f", {cpu_name()}, torch " in (main_run[0] / "report.md").read_text()

@@ -64,9 +64,9 @@ def docs_markdown(summary: dict, argv: list[str] | None) -> str:
     updates = sorted({v["segmenter_updates"] for v in summary["variants"].values()})
     train = sum(sum(v["train_seconds"]) for v in summary["variants"].values())
     head = (f"Measured by `python validation/ablation.py {command}` ({summary['config']['seeds']} seeds, "
-            f"{', '.join(map(str, updates))} segmenter updates for every row, {versions['platform']}, torch "
-            f"{versions['torch']}; training took {train:.0f} s summed over the models, this report "
-            f"{summary['timings']['wall_s']:.0f} s). {summary['paper_note']}")
+            f"{', '.join(map(str, updates))} segmenter updates for every row, {versions['platform']}, "
+            f"{versions['cpu']}, torch {versions['torch']}; training took {train:.0f} s summed over the models, "
+            f"this report {summary['timings']['wall_s']:.0f} s). {summary['paper_note']}")
     return head + "\n\n" + "\n".join(summary["markdown"].values())
 
 

@@ -63,6 +63,12 @@ def _file_lock(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def is_cached(cfg: TrainConfig, cache_dir: Path) -> bool:
+    """True when ``cache_dir`` holds the finished model of ``cfg`` (nothing is loaded but its epoch)."""
+    ckpt = Path(cache_dir) / "models" / config_key(cfg) / CHECKPOINT
+    return ckpt.exists() and read_checkpoint(ckpt)["epoch"] >= cfg.epochs
+
+
 def trained_model(cfg: TrainConfig, cache_dir: Path, log: Callable[[str], None] = print) -> CachedModel:
     """The model of ``cfg`` from ``cache_dir/models/<key>`` when finished there, else trained (resuming)."""
     key = config_key(cfg)
@@ -70,7 +76,7 @@ def trained_model(cfg: TrainConfig, cache_dir: Path, log: Callable[[str], None] 
     start = time.perf_counter()
     with _file_lock(entry.with_name(key + ".lock")):
         ckpt = entry / CHECKPOINT
-        if ckpt.exists() and read_checkpoint(ckpt)["epoch"] >= cfg.epochs:
+        if is_cached(cfg, cache_dir):
             model, _, _ = load_checkpoint(ckpt, cfg.device)
             return CachedModel(model, cfg, str(ckpt), True, 0.0)
         log(f"training {entry} ({cfg.epochs} epochs)")

@@ -35,7 +35,7 @@ from ..labels import DEFAULT_TAU, LabelSource, check_tau
 from ..metrics import METRIC_NAMES
 from ..train import HISTORY, TrainConfig, build_loader, build_model
 from . import paired
-from .cache import default_cache_dir, trained_model
+from .cache import default_cache_dir, is_cached, trained_model
 from .report import ExperimentError, prepare_out, pyplot, save_figure, versions, write_table
 
 TAUS = tuple(round(0.05 * i, 2) for i in range(21))
@@ -445,10 +445,10 @@ def _stderr(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _train_job(tcfg: TrainConfig, cache: Path, threads: int) -> bool:
-    """Train one model into the cache (in this process or a worker); True when it was there already."""
+def _train_job(tcfg: TrainConfig, cache: Path, threads: int) -> None:
+    """Train one model into the cache (in this process or a worker)."""
     torch.set_num_threads(threads)
-    return trained_model(tcfg, cache, _stderr).hit
+    trained_model(tcfg, cache, _stderr)
 
 
 def _seed_job(cfg: NoiseConfig, seed: int, cache: Path, out: Path, threads: int) -> None:
@@ -500,13 +500,14 @@ def run(cfg: NoiseConfig, out: Path | None = None, force: bool = False, cache_di
     todo = [s for s in mine if not merge and not seed_path(out, s).is_file()]
     trainings = [train_config(cfg, name, seed, a) for seed in todo for a in ambiguities(cfg) for name in cfg.models]
     trainings.sort(key=lambda tcfg: tcfg.labeler is None)  # the models that train a labeler take longest: first
-    if todo:
-        log(f"{len(todo)} seed(s) to compute in {out}: {len(trainings)} models to train or load from the cache; "
-            f"budget {cfg.budget}")
     cache = Path(cache_dir or default_cache_dir())
-    hits = _in_parallel(_train_job, [(t, cache, threads) for t in trainings], jobs, threads, "models", progress)
+    to_train = [t for t in trainings if not is_cached(t, cache)]  # no worker is started for a warm cache
+    if todo:
+        log(f"{len(todo)} seed(s) to compute in {out}: {len(trainings)} models, {len(to_train)} of them to train "
+            f"and the rest from the cache; budget {cfg.budget}")
+    _in_parallel(_train_job, [(t, cache, threads) for t in to_train], jobs, threads, "models", progress)
     _in_parallel(_seed_job, [(cfg, seed, cache, out, threads) for seed in todo], jobs, threads, "seeds", progress)
-    cache_warm = all(hits)
+    cache_warm = not to_train
     if shard is not None:
         return None
     summary = write_outputs(cfg, out, _load_seeds(out, seeds))
@@ -601,6 +602,7 @@ def report_markdown(summary: dict) -> str:
     cfg, md = summary["config"], summary["markdown"]
     lines = [f"Measured by `python validation/noisy_labels.py {summary['command']}` "
              f"({cfg['seeds']} seed(s), {summary['images']} validation images, {summary['versions']['platform']}, "
+             f"{summary['versions']['cpu']}, "
              f"torch {summary['versions']['torch']}; {_timing(summary['timings'])}).", "", headline_markdown(summary)]
     lines += ["Models per seed, each trained for the same number of segmenter updates: " + ", ".join(
         f"`{m}` {info['segmenter_updates']}" for m, info in summary["models"].items()) + ".", "",

@@ -89,9 +89,21 @@ def prepare_out(out: Path | None, identity: dict, force: bool, results_root: Pat
     return out, False
 
 
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what :func:`platform.processor` says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def versions() -> dict:
-    """Python, platform, package versions, torch threads and the git commit: what a result was made with."""
-    found = {"python": platform.python_version(), "platform": platform.platform(),
+    """Python, platform, CPU, package versions, torch threads and the git commit: what a result was made with
+    (float results differ between CPU kinds)."""
+    found = {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu_name(),
              "torch_threads": torch.get_num_threads()}
     for name in ("imgpix", "torch", "numpy", "scipy", "pandas"):
         try:
