@@ -12,7 +12,7 @@ from . import theory
 from .labels import LabelSource, check_tau
 from .data.build import DATASETS
 from .data.synthetic import PRESETS as SCENE_PRESETS
-from .train import CHECKPOINT, LABELERS, MODELS, PROCEDURES, TrainConfig
+from .train import CHECKPOINT, LABELERS, LR_SCHEDULES, MODELS, PROCEDURES, TrainConfig
 
 DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
@@ -89,6 +89,8 @@ def _train_parser(commands) -> None:
     for name, kind in (("epochs", _positive), ("batch_size", _positive), ("lr", _rate), ("labeler_lr", _rate),
                        ("seed", _count), ("image_size", _positive), ("crop_size", _positive), ("workers", _count)):
         add("--" + name.replace("_", "-"), type=kind, default=DEFAULTS[name], help="default: %(default)s")
+    add("--lr-schedule", choices=LR_SCHEDULES, default=DEFAULTS["lr_schedule"],
+        help="the segmenter's learning rate: constant, or cosine from --lr to 0 over all updates (default: %(default)s)")
     add("--num-train", type=_positive, help="synthetic training images per epoch (drawn afresh each epoch)")
     add("--fixed-train", action="store_true", help="the same synthetic training images every epoch")
     add("--num-val", type=_positive, help="synthetic validation images")

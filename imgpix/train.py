@@ -45,6 +45,7 @@ from .models import Discriminator, Generator, build_labeler, build_segmenter
 from .models.fused import FUSIONS, ImgPixNet
 
 PROCEDURES = ("3step", "joint")
+LR_SCHEDULES = ("constant", "cosine")
 MODELS = ("tiny", "fcn32s", "fcn16s", "fcn8s")
 LABELERS = ("tiny", "vgg16", "resnet18")
 CHECKPOINT = "checkpoint.pt"
@@ -74,6 +75,7 @@ class TrainConfig:
     epochs: int = 8
     batch_size: int = 16
     lr: float = 0.05
+    lr_schedule: str = "constant"  # the segmenter's: constant, or cosine from lr to 0 over all its updates
     momentum: float = 0.9
     weight_decay: float = 5e-4
     aux_lr: float = 1e-3
@@ -99,6 +101,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.procedure not in PROCEDURES:
             raise ValueError(f"procedure must be one of {PROCEDURES}, got {self.procedure!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
         check_tau(self.tau)
@@ -249,6 +253,7 @@ class Trainer:
         self.labeler_schedule = None  # made by the first epoch, when the loader's length is known
         self.epoch = 0
         self.updates = 0  # steps of the segmentation net: the budget experiments match
+        self.total_updates = 0  # of the whole run: set by the first epoch, when the loader's length is known
         self.label_stream = cfg.train_source.generator()
 
     def autocast(self):
@@ -282,6 +287,20 @@ class Trainer:
             return reconstruction_loss(self.aux_ddp(log_probs.exp()), image)
         return adversarial_loss(self.aux_ddp(log_probs.exp(), image), True)
 
+    def seg_lr(self) -> float:
+        """The segmenter's learning rate at the current update: ``lr``, or under ``cosine``
+        ``lr * (1 + cos(pi * updates / total_updates)) / 2``."""
+        if self.cfg.lr_schedule == "constant" or not self.total_updates:
+            return self.cfg.lr
+        return self.cfg.lr * (1 + math.cos(math.pi * min(self.updates / self.total_updates, 1.0))) / 2
+
+    def seg_step(self, loss: Tensor, *optimizers: torch.optim.Optimizer) -> None:
+        """One update of the segmentation net (with ``optimizers``, e.g. the generator's, in the same step)."""
+        for group in self.seg_opt.param_groups:
+            group["lr"] = self.seg_lr()
+        step(loss, self.seg_opt, *optimizers)
+        self.updates += 1
+
     def iteration(self, image: Tensor, mask: Tensor) -> dict[str, float]:
         """One training iteration of ``cfg.procedure`` on a batch; returns the losses."""
         source = self.cfg.train_source
@@ -290,8 +309,7 @@ class Trainer:
         losses = {}
         if self.aux is None or self.cfg.procedure == "3step":
             seg_loss = segmentation_loss(self.fused(image, labels), mask)
-            step(seg_loss, self.seg_opt)
-            self.updates += 1
+            self.seg_step(seg_loss)
             losses["seg"] = seg_loss.item()
         if self.aux is None:
             return losses
@@ -302,9 +320,7 @@ class Trainer:
             losses["aux"] = aux_loss.item()
         seg_loss = segmentation_loss(log_probs, mask)
         joint = seg_loss + self.cfg.aux_weight * self.aux_joint_loss(log_probs, image)
-        joint_opts = (self.seg_opt, self.aux_opt) if self.model.generator is not None else (self.seg_opt,)
-        step(joint, *joint_opts)
-        self.updates += 1
+        self.seg_step(joint, *((self.aux_opt,) if self.model.generator is not None else ()))
         losses["joint"] = joint.item()
         losses.setdefault("seg", seg_loss.item())
         return losses
@@ -332,6 +348,7 @@ class Trainer:
         self.model.train()
         if self.labeler_opt is not None and self.labeler_schedule is None and len(loader):
             self.start_labeler_schedule(len(loader))
+        self.total_updates = self.cfg.epochs * len(loader) * self.cfg.updates_per_iteration
         totals: dict[str, float] = {}
         bar = tqdm(loader, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", leave=False,
                    disable=not (dist.is_main() and self.cfg.progress))

@@ -191,6 +191,23 @@ def test_addition_applied_to_the_dot_trained_net_predicts_what_dot_predicts(quic
     assert same["MIOU"] == table3[ablation.DOT]["MIOU"]
 
 
+def test_docs_head_says_what_the_command_computed_and_where(quick_run):
+    """The README's measured-by line: the CPU, and whether the command trained cells or only rewrote outputs."""
+    import importlib.util
+
+    from imgpix.experiments.report import cpu_name
+
+    spec = importlib.util.spec_from_file_location("ablation_cli", SCRIPT)
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    summary = json.loads((quick_run[0] / "out" / "summary.json").read_text())
+    head = cli.docs_markdown(summary, ["--quick"]).splitlines()[0]
+    assert f", {cpu_name()}, torch " in head
+    assert f"this command computed {2 * len(ablation.VARIANTS)} cells in " in head
+    summary["timings"]["cells_computed"] = 0
+    assert "this command rewrote the outputs from the saved cells in " in cli.docs_markdown(summary, ["--quick"])
+
+
 def test_rerun_resume_and_force(quick_run):
     base, done = quick_run
     assert done.returncode == 0

@@ -7,6 +7,7 @@ together and awaited once (module fixtures), not one after another.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import subprocess
@@ -23,7 +24,8 @@ from imgpix.train import build_loader, load_checkpoint
 
 METRICS = ("PA", "MPA", "FWAA", "MIOU")
 TIMEOUT = 300
-TRAIN_ARGS = ["--num-train", "8", "--num-val", "8", "--epochs", "1", "--batch-size", "4", "--image-size", "32"]
+TRAIN_ARGS = ["--num-train", "8", "--num-val", "8", "--epochs", "1", "--batch-size", "4", "--image-size", "32",
+              "--lr-schedule", "cosine"]
 
 
 def start(*args: str, cwd: Path) -> subprocess.Popen:
@@ -52,6 +54,7 @@ USAGE_ERRORS = {  # parser errors, checked in-process through imgpix.cli.main (n
     "epochs": (["train", "--epochs", "0"], r"argument --epochs: must be an integer >= 1, got '0'"),
     "batch": (["train", "--batch-size", "x"], r"argument --batch-size: must be an integer >= 1, got 'x'"),
     "model": (["train", "--model", "nope"], r"argument --model: invalid choice: 'nope'"),
+    "lr_schedule": (["train", "--lr-schedule", "linear"], r"argument --lr-schedule: invalid choice: 'linear'"),
     "evaluate_no_checkpoint": (["evaluate"], r"the following arguments are required: --checkpoint"),
     "evaluate_bad_source": (["evaluate", "--checkpoint", "x", "--label-source", "gt"],
                             r"argument --label-source: label source 'gt' is not one of"),
@@ -108,6 +111,7 @@ def table_row(stdout: str, source: str) -> dict[str, float]:
 def test_train_writes_run_directory(runs):
     out = runs["_out"]
     assert {"checkpoint.pt", "metrics.csv", "config.json"} <= {p.name for p in out.iterdir()}
+    assert json.loads((out / "config.json").read_text())["lr_schedule"] == "cosine"
     assert not list(out.glob("*.tmp"))
     assert f"wrote {out / 'checkpoint.pt'}" in runs["train"].stdout
     rows = list(csv.DictReader((out / "metrics.csv").open()))

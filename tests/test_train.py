@@ -6,6 +6,7 @@ evaluation over a split."""
 from __future__ import annotations
 
 import copy
+import math
 import csv
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -620,3 +621,31 @@ def test_labeler_learning_rate_is_one_cycle_over_the_run():
     resumed.load_state(after_first)
     resumed.start_labeler_schedule(2)
     assert resumed.labeler_opt.param_groups[0]["lr"] == pytest.approx(expected[1])
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_segmenter_learning_rate_follows_its_schedule(monkeypatch, schedule):
+    """Every segmenter update (steps 1 and 3 of the 3-step iteration) uses lr, or under cosine
+    lr (1 + cos(pi u / U)) / 2 at update u of U; a trainer resumed after epoch 1 goes on where it stopped."""
+    cfg = cfg_for(epochs=2, lr_schedule=schedule, generator=True)  # 2 iterations an epoch, 2 updates each: U = 8
+    expected = [cfg.lr * (1 + math.cos(math.pi * u / 8)) / 2 if schedule == "cosine" else cfg.lr for u in range(8)]
+    seen = []
+    real_step = T.step
+    monkeypatch.setattr(T, "step", lambda loss, *opts: (
+        seen.extend(o.param_groups[0]["lr"] for o in opts if o is trainer.seg_opt), real_step(loss, *opts)))
+    trainer = Trainer(cfg)
+    for epoch in range(2):
+        trainer.train_epoch(T.build_loader(cfg, "train", shuffle=True, epoch=epoch + 1))
+        trainer.epoch += 1
+        after_first = after_first if epoch else copy.deepcopy(trainer.state())
+    assert seen == pytest.approx(expected, abs=1e-12)
+    seen.clear()
+    trainer = Trainer(cfg)
+    trainer.load_state(after_first)
+    trainer.train_epoch(T.build_loader(cfg, "train", shuffle=True, epoch=2))
+    assert seen == pytest.approx(expected[4:], abs=1e-12)
+
+
+def test_unknown_lr_schedule_raises():
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        cfg_for(lr_schedule="linear")

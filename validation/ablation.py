@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _timing(timings: dict) -> str:
+    if not timings["cells_computed"]:
+        return f"this command rewrote the outputs from the saved cells in {timings['wall_s']:.0f} s"
+    return f"this command computed {timings['cells_computed']} cells in {timings['wall_s']:.0f} s wall"
+
+
 def docs_markdown(summary: dict, argv: list[str] | None) -> str:
     """The tables, with how and where they were measured, for validation/README.md."""
     command = " ".join(argv if argv is not None else sys.argv[1:])
@@ -65,8 +71,8 @@ def docs_markdown(summary: dict, argv: list[str] | None) -> str:
     train = sum(sum(v["train_seconds"]) for v in summary["variants"].values())
     head = (f"Measured by `python validation/ablation.py {command}` ({summary['config']['seeds']} seeds, "
             f"{', '.join(map(str, updates))} segmenter updates for every row, {versions['platform']}, "
-            f"{versions['cpu']}, torch {versions['torch']}; training took {train:.0f} s summed over the models, "
-            f"this report {summary['timings']['wall_s']:.0f} s). {summary['paper_note']}")
+            f"{versions['cpu']}, torch {versions['torch']}; training took {train:.0f} s summed over the models; "
+            f"{_timing(summary['timings'])}). {summary['paper_note']}")
     return head + "\n\n" + "\n".join(summary["markdown"].values())
 
 

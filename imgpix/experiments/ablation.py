@@ -2,7 +2,9 @@
 
 Seven variants are trained per seed (:data:`VARIANTS`), each to the same number of *segmenter updates*:
 the 3-step iteration with a generator or a discriminator updates the segmentation net twice, so the
-variants without one train twice the epochs (:func:`plan`). Each trained network is evaluated on the
+variants without one train twice the epochs (:func:`plan`). Every variant's SGD learning rate decays from
+``lr`` to 0 along a cosine over its updates (:data:`LR_SCHEDULE`), so that each run ends on a plateau of its
+budget (the learning-curve table measures how flat). Each trained network is evaluated on the
 same validation images under the test labels of its table rows (:data:`TABLES`), keeping one
 confusion matrix per image. Per row: every metric as mean ± sd over seeds (bootstrap CI over images),
 and the MIOU difference to its reference row, tested twice with the shared statistics code: images
@@ -64,6 +66,7 @@ PRESETS = {  # epochs: of the variants with two segmenter updates per iteration;
     "quick": {"epochs": 2, "num_train": 32, "batch_size": 8, "image_size": 32, "num_val": 32, "train_val": 16},
 }
 DEFAULT_SEEDS = {"default": 3, "quick": 2}
+LR_SCHEDULE = "cosine"  # the segmenter's, in every variant: each run ends on its budget's plateau, not mid-swing
 COMPARISON = ("delta", "delta_ci_low", "delta_ci_high", "p_images", "delta_seeds_ci_low", "delta_seeds_ci_high",
               "p_seeds", "d_z_seeds")
 OWNED = ("cells", "table1.csv", "table1.md", "table2.csv", "table2.md", "table3.csv", "table3.md", "curves.csv",
@@ -154,7 +157,8 @@ class AblationConfig:
         return self.seeds if self.seeds is not None else DEFAULT_SEEDS["quick" if self.quick else "default"]
 
     def identity(self) -> dict:
-        return {**asdict(self), "seeds": self.seed_count, "budget": self.budget, "logit_add_beta": LOGIT_ADD_BETA}
+        return {**asdict(self), "seeds": self.seed_count, "budget": self.budget, "logit_add_beta": LOGIT_ADD_BETA,
+                "lr_schedule": LR_SCHEDULE}
 
 
 def train_config(cfg: AblationConfig, variant: str, seed: int, epochs: int = 1, progress: bool = True) -> TrainConfig:
@@ -163,7 +167,8 @@ def train_config(cfg: AblationConfig, variant: str, seed: int, epochs: int = 1, 
     shared = {"model": "tiny", "labeler": None, "generator": False, "discriminator": False, "procedure": "3step",
               "train_labels": "oracle", "tau": cfg.tau, "batch_size": budget["batch_size"],
               "num_train": budget["num_train"], "num_val": budget["train_val"], "image_size": budget["image_size"],
-              "scene_preset": cfg.scene_preset, "seed": seed, "device": cfg.device, "progress": progress}
+              "scene_preset": cfg.scene_preset, "lr_schedule": LR_SCHEDULE, "seed": seed, "device": cfg.device,
+              "progress": progress}
     return TrainConfig(**{**shared, **VARIANTS[variant]}, epochs=epochs)
 
 
