@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from imgpix.data.synthetic import (
     PRESETS,
     SyntheticScenes,
+    _border,
     appearance_table,
     class_families,
     family_of,
@@ -262,3 +263,16 @@ def test_tiny_labeler_pools_by_log_sum_exp(one_thread):
         tiny.fc.bias.copy_(torch.tensor([0.0, -1.5]))
         q = tiny(torch.zeros(3, 3, 16, 16))
     torch.testing.assert_close(q, torch.tensor([[math.log(2) / 5, -1.5]] * 3))
+
+
+@given(st.integers(1, 7), st.integers(1, 7), st.integers(1, 3), st.integers(0, 2**32 - 1))
+def test_border_marks_object_pixels_near_another_label(h, w, width, seed):
+    """_border by its definition: an object pixel with a different label within `width` px (Chebyshev)
+    inside the frame."""
+    mask = np.random.default_rng(seed).integers(0, 3, size=(h, w))
+    expected = np.zeros((h, w), dtype=bool)
+    for y in range(h):
+        for x in range(w):
+            near = mask[max(0, y - width) : y + width + 1, max(0, x - width) : x + width + 1]
+            expected[y, x] = mask[y, x] != 0 and (near != mask[y, x]).any()
+    assert np.array_equal(_border(mask, width), expected)

@@ -60,6 +60,7 @@ map. Images are float32 ``[3, H, W]`` normalised with ImageNet
 from __future__ import annotations
 
 import colorsys
+import functools
 import math
 import zlib
 from dataclasses import dataclass
@@ -313,9 +314,12 @@ class SyntheticScenes(Dataset):
         return base[:, None, None] * shade[None].astype(np.float32)
 
 
+@functools.lru_cache(maxsize=8)
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel-centre coordinates ``(yy, xx)``, float32 [size, size]."""
-    return np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    """Pixel-centre coordinates ``(yy, xx)``, float32 [size, size] (read-only: shared between calls)."""
+    grid = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    grid.flags.writeable = False
+    return grid[0], grid[1]
 
 
 def _shape_mask(shape: str, cx, cy, r, phi, xx, yy) -> np.ndarray:
@@ -350,12 +354,16 @@ def _visible(shapes: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def _border(mask: np.ndarray, width: int) -> np.ndarray:
-    """Object pixels (id != 0) within ``width`` px (Chebyshev) of a different label."""
+    """Object pixels (id != 0) within ``width`` px (Chebyshev) of a different label inside the frame."""
     h, w = mask.shape
-    pad = np.pad(mask, width, mode="edge")
     differs = np.zeros((h, w), dtype=bool)
-    for dy in range(-width, width + 1):
+    for dy in range(width + 1):  # each pair of pixels (y, x), (y + dy, x + dx) once
         for dx in range(-width, width + 1):
-            if dy or dx:
-                differs |= pad[width + dy : width + dy + h, width + dx : width + dx + w] != mask
+            if (dy == 0 and dx <= 0) or dy >= h or abs(dx) >= w:
+                continue
+            here = slice(0, h - dy), slice(max(0, -dx), w - max(0, dx))
+            there = slice(dy, h), slice(max(0, dx), w - max(0, -dx))
+            unequal = mask[here] != mask[there]
+            differs[here] |= unequal
+            differs[there] |= unequal
     return differs & (mask != 0)
