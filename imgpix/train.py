@@ -80,6 +80,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     aux_lr: float = 1e-3
     labeler_lr: float = 3e-3  # peak of the labeler's one-cycle schedule
+    labeler_epochs: int | None = None  # the labeler trains in the first labeler_epochs epochs (None: all)
     aux_weight: float = 1.0
     num_train: int | None = None
     num_val: int | None = None
@@ -116,11 +117,18 @@ class TrainConfig:
             raise ValueError("the discriminator learns in step 2 only: use procedure '3step' with it")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
+        if self.labeler_epochs is not None and self.labeler_epochs < 1:
+            raise ValueError(f"labeler_epochs must be >= 1 (or None: every epoch), got {self.labeler_epochs}")
         for name in ("lr", "momentum", "weight_decay", "aux_lr", "labeler_lr", "aux_weight"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0 or (name.endswith("lr") and value == 0):
                 raise ValueError(f"{name} must be a finite number {'> 0' if name.endswith('lr') else '>= 0'}, "
                                  f"got {value}")
+
+    @property
+    def labeler_epoch_count(self) -> int:
+        """Epochs in which the labeler trains: ``labeler_epochs`` capped at ``epochs``."""
+        return min(self.labeler_epochs or self.epochs, self.epochs)
 
     @property
     def info(self) -> DatasetInfo:
@@ -335,9 +343,9 @@ class Trainer:
         return loss.item()
 
     def start_labeler_schedule(self, steps_per_epoch: int) -> None:
-        """Adam's learning rate for the labeler: torch's one cycle (up to ``labeler_lr`` and down) over all
-        ``epochs``, advanced to the current epoch so a resumed run goes on where it stopped."""
-        total = self.cfg.epochs * steps_per_epoch
+        """Adam's learning rate for the labeler: torch's one cycle (up to ``labeler_lr`` and down) over its
+        ``labeler_epoch_count`` epochs, advanced to the current epoch so a resumed run goes on where it stopped."""
+        total = self.cfg.labeler_epoch_count * steps_per_epoch
         self.labeler_schedule = OneCycleLR(self.labeler_opt, max_lr=self.cfg.labeler_lr, total_steps=total)
         with warnings.catch_warnings():  # "step() before optimizer.step()": no step is skipped here
             warnings.simplefilter("ignore", UserWarning)
@@ -346,8 +354,11 @@ class Trainer:
 
     def train_epoch(self, loader: DataLoader) -> dict[str, float]:
         self.model.train()
-        if self.labeler_opt is not None and self.labeler_schedule is None and len(loader):
+        train_labeler = self.labeler_opt is not None and self.epoch < self.cfg.labeler_epoch_count
+        if train_labeler and self.labeler_schedule is None and len(loader):
             self.start_labeler_schedule(len(loader))
+        if self.model.labeler is not None and not train_labeler:
+            self.model.labeler.eval()  # done training: its batch-norm statistics stay as they are
         self.total_updates = self.cfg.epochs * len(loader) * self.cfg.updates_per_iteration
         totals: dict[str, float] = {}
         bar = tqdm(loader, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", leave=False,
@@ -355,7 +366,7 @@ class Trainer:
         for count, (image, mask) in enumerate(bar, start=1):
             image, mask = self.to_device(image, mask)
             losses = self.iteration(image, mask)
-            if self.labeler_opt is not None:
+            if train_labeler:
                 losses["labeler"] = self.labeler_iteration(image, mask)
             bad = [name for name, value in losses.items() if not math.isfinite(value)]
             if bad:
@@ -432,9 +443,15 @@ def read_checkpoint(path: str | Path, device="cpu") -> dict:
 
 
 def append_history(path: Path, row: dict) -> None:
-    new = not path.exists()
+    """Append ``row`` under the file's header (a column the row lacks, e.g. the labeler's loss after its
+    last epoch, stays empty); a new file takes the row's keys as its header."""
+    new = not path.exists() or path.stat().st_size == 0
+    fieldnames = list(row)
+    if not new:
+        with path.open(newline="") as handle:
+            fieldnames = next(csv.reader(handle))
     with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(row))
+        writer = csv.DictWriter(handle, fieldnames=fieldnames, restval="")
         if new:
             writer.writeheader()
         writer.writerow(row)

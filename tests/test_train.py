@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+import pandas as pd
 
 import imgpix.train as T
 from imgpix.data import NUM_CLASSES, BadFilesError, SyntheticScenes
@@ -621,6 +622,28 @@ def test_labeler_learning_rate_is_one_cycle_over_the_run():
     resumed.load_state(after_first)
     resumed.start_labeler_schedule(2)
     assert resumed.labeler_opt.param_groups[0]["lr"] == pytest.approx(expected[1])
+
+
+def test_labeler_trains_in_its_first_epochs_only(tmp_path):
+    """labeler_epochs=2 of 3: the labeler's one cycle spans 2 epochs, its weights stay fixed in epoch 3 while the
+    segmenter trains on, and the history keeps its columns (the labeler's loss left empty in epoch 3)."""
+    cfg = cfg_for(epochs=2, labeler_epochs=2, fusion=None, train_labels="none", generator=False)
+    trainer = T.train(cfg, tmp_path, log=quiet)
+    assert trainer.labeler_schedule.total_steps == 4  # 2 epochs x 2 steps
+    labeler = copy.deepcopy(trainer.model.labeler.state_dict())
+    seg = copy.deepcopy(trainer.model.seg.state_dict())
+    trainer = T.train(replace(cfg, epochs=3), tmp_path, log=quiet)
+    assert all(torch.equal(v, trainer.model.labeler.state_dict()[k]) for k, v in labeler.items())
+    assert not all(torch.equal(v, trainer.model.seg.state_dict()[k]) for k, v in seg.items())
+    history = pd.read_csv(tmp_path / T.HISTORY)
+    assert list(history.epoch) == [1, 2, 3] and history.loss_labeler.notna().tolist() == [True, True, False]
+    assert history.MIOU.between(0, 100).all() and history.updates.tolist() == [2, 4, 6]
+
+
+def test_labeler_epochs_must_be_positive():
+    with pytest.raises(ValueError, match="labeler_epochs must be >= 1"):
+        cfg_for(labeler_epochs=0)
+    assert cfg_for(epochs=3, labeler_epochs=5).labeler_epoch_count == 3
 
 
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])

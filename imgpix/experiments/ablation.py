@@ -386,17 +386,10 @@ def curves(cells: dict, seeds: int) -> pd.DataFrame:
 
 
 def plateau(history: pd.DataFrame) -> pd.DataFrame:
-    """Per variant: final validation MIOU and the change of the seed-mean curve from its third quarter
-    to its last quarter of epochs (points; near 0 on a plateau)."""
-    rows = []
-    for variant, group in history.groupby("variant", sort=False):
-        mean = group.groupby("epoch")["MIOU"].mean().sort_index().to_numpy()
-        quarter = max(len(mean) // 4, 1)
-        change = mean[-quarter:].mean() - mean[-2 * quarter:-quarter].mean() if len(mean) >= 2 else np.nan
-        rows.append({"variant": variant, "row": curve_name(variant), "updates": int(group["updates"].max()),
-                     "epochs": int(group["epoch"].max()), "final_val_MIOU": float(mean[-1]),
-                     "last_quarter_change": float(change)})
-    return pd.DataFrame(rows)
+    """Per variant, its row name beside :func:`imgpix.experiments.stats.plateau`."""
+    table = stats.plateau(history, "variant")
+    table.insert(1, "row", table["variant"].map(curve_name))
+    return table
 
 
 def plot_learning_curves(history: pd.DataFrame, path: Path) -> None:

@@ -204,3 +204,17 @@ def paired_seeds(a, b, *, confidence: float = CONFIDENCE) -> Paired:
         size = d.mean() / d.std(ddof=1)
     return Paired(float(d.mean()), float(ci.low), float(ci.high), float(size), float(test.pvalue), len(d),
                   float(d.std(ddof=1)), "paired t-test over seeds")
+
+
+def plateau(history: pd.DataFrame, by: str, value: str = "MIOU") -> pd.DataFrame:
+    """Per ``by`` group of learning curves (columns ``epoch``, ``updates``, ``value``; one row per seed and
+    epoch): the final value of the seed-mean curve and its change from the third to the last quarter of the
+    epochs (the mean over the last quarter minus the mean over the one before; near 0 on a plateau)."""
+    rows = []
+    for key, group in history.groupby(by, sort=False):
+        mean = group.groupby("epoch")[value].mean().sort_index().to_numpy()
+        quarter = max(len(mean) // 4, 1)
+        change = mean[-quarter:].mean() - mean[-2 * quarter:-quarter].mean() if len(mean) >= 2 else np.nan
+        rows.append({by: key, "updates": int(group["updates"].max()), "epochs": int(group["epoch"].max()),
+                     f"final_val_{value}": float(mean[-1]), "last_quarter_change": float(change)})
+    return pd.DataFrame(rows)
