@@ -2,7 +2,8 @@
 
 Per seed, two networks are trained on the same budget of segmenter updates: ``unfused`` (no labels:
 the baseline) and ``fused`` (oracle labels fused, the paper's setting); optional ``fused-labeler``
-and ``fused-noisy``. Every model is evaluated under every label source (conditions): unfused,
+and ``fused-noisy``. The segmenter's learning rate decays along a cosine (:data:`LR_SCHEDULE`) so each
+model ends on its budget's plateau; :func:`learning_plateaus` measures how flat. Every model is evaluated under every label source (conditions): unfused,
 oracle, Case 1 / 2 / 3 (m, k) and the labeler at tau, post-hoc fusion into the unfused model
 included, plus the tau curve. Per image the evaluation keeps a confusion matrix (for paired,
 image-resampled CIs of MIOU) and the measured information of :func:`imgpix.information.audit`
