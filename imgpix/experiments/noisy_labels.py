@@ -3,9 +3,9 @@
 Per seed, two networks are trained on the same budget of segmenter updates: ``unfused`` (no labels:
 the baseline) and ``fused`` (oracle labels fused, the paper's setting); optional ``fused-labeler``
 and ``fused-noisy``. The segmenter's learning rate decays along a cosine (:data:`LR_SCHEDULE`) so each
-model ends on its budget's plateau; :func:`learning_plateaus` measures how flat. Every model is evaluated under every label source (conditions): unfused,
-oracle, Case 1 / 2 / 3 (m, k) and the labeler at tau, post-hoc fusion into the unfused model
-included, plus the tau curve. Per image the evaluation keeps a confusion matrix (for paired,
+model ends on its budget's plateau; :func:`learning_plateaus` measures how flat. Every model is
+evaluated under every label source (conditions): unfused, oracle, Case 1 / 2 / 3 (m, k) and the
+labeler at tau, post-hoc fusion into the unfused model included, plus the tau curve. Per image the evaluation keeps a confusion matrix (for paired,
 image-resampled CIs of MIOU) and the measured information of :func:`imgpix.information.audit`
 (for the theory tests of :mod:`imgpix.experiments.theory_tests`).
 
@@ -49,8 +49,8 @@ MODELS = {  # labeler: trained inside this model; the others borrow the unfused 
     "fused-noisy": {"fusion": "dot", "train_labels": "noisy", "labeler": None},
 }
 # images per epoch x epochs at batch_size: the budget of every model (segmenter updates). default: 3072 updates,
-# where the unfused baseline plateaus under the cosine schedule (at 768 it was still rising 10 val MIOU points per
-# quarter); the labeler, a separate network, trains in the first labeler_epochs epochs (mAP ~94 % at 12)
+# where the unfused baseline plateaus under the cosine schedule (validation/README.md); the labeler, a separate
+# network, trains in the first labeler_epochs epochs only
 PRESETS = {
     "default": {"num_train": 1024, "epochs": 48, "labeler_epochs": 12, "batch_size": 16, "num_val": 256,
                 "train_val": 64},
