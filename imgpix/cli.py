@@ -132,10 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_train(args) -> None:
     from . import distributed
+    from .runtime import keep_freed_memory
     from .train import train
 
     _check_root(args.data, args.root)
     device = distributed.init_from_env(args.device)
+    keep_freed_memory()
     given = {name: value for name, value in vars(args).items() if name in DEFAULTS and value is not None}
     cfg = TrainConfig(**{
         **given, "device": device, "labeler": None if args.labeler == "none" else args.labeler,

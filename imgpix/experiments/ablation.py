@@ -46,6 +46,7 @@ from ..evaluate import Evaluator, per_image_confusion
 from ..fusion import LOGIT_ADD_BETA, fused_log_probs
 from ..labels import DEFAULT_TAU, LabelSource
 from ..metrics import METRIC_NAMES
+from ..runtime import cpu_worker
 from ..train import HISTORY, TrainConfig, build_loader
 from . import paired, stats
 from .cache import default_cache_dir, trained_model
@@ -434,7 +435,7 @@ def _log(text: str) -> None:
 
 def _cell_job(cfg: AblationConfig, variant: str, seed: int, cache_dir: Path, out: Path, progress: bool) -> None:
     """Compute and save one cell (in a worker process of :func:`run`: one torch thread)."""
-    torch.set_num_threads(1)
+    cpu_worker(1)
     _save_cell(out, run_cell(cfg, variant, seed, cache_dir, _log, progress))
 
 

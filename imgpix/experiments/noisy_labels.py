@@ -34,6 +34,7 @@ from ..evaluate import Evaluator
 from ..files import write_atomic, write_json
 from ..labels import DEFAULT_TAU, LabelSource, check_tau
 from ..metrics import METRIC_NAMES
+from ..runtime import cpu_worker
 from ..train import HISTORY, TrainConfig, build_loader, build_model
 from . import paired, stats
 from .cache import default_cache_dir, is_cached, trained_model
@@ -132,7 +133,10 @@ class NoiseConfig:
 
 
 def train_config(cfg: NoiseConfig, model: str, seed: int, ambiguity: float) -> TrainConfig:
-    """The TrainConfig of ``model`` for ``seed``: every model gets the same budget and scenes."""
+    """The TrainConfig of ``model`` for ``seed``: every model gets the same budget and scenes.
+
+    channels_last: faster convolutions on CPU (``benchmarks/cpu_settings.py``); a runtime setting, so it is
+    not part of the model cache key."""
     budget = cfg.budget
     labels = MODELS[model]["train_labels"]
     if labels == "noisy":
@@ -142,7 +146,7 @@ def train_config(cfg: NoiseConfig, model: str, seed: int, ambiguity: float) -> T
                    generator=cfg.generator, epochs=budget["epochs"], labeler_epochs=budget["labeler_epochs"],
                    lr_schedule=LR_SCHEDULE, batch_size=budget["batch_size"],
                    num_train=budget["num_train"], num_val=budget["train_val"], scene_preset=cfg.scene_preset,
-                   ambiguity=ambiguity, seed=seed, device=cfg.device, progress=False)
+                   ambiguity=ambiguity, seed=seed, device=cfg.device, channels_last=True, progress=False)
 
 
 def _noise_seed(seed: int, *parts) -> int:
@@ -461,13 +465,13 @@ def _stderr(text: str) -> None:
 
 def _train_job(tcfg: TrainConfig, cache: Path, threads: int) -> None:
     """Train one model into the cache (in this process or a worker)."""
-    torch.set_num_threads(threads)
+    cpu_worker(threads)
     trained_model(tcfg, cache, _stderr)
 
 
 def _seed_job(cfg: NoiseConfig, seed: int, cache: Path, out: Path, threads: int) -> None:
     """Evaluate and save one seed from its cached models."""
-    torch.set_num_threads(threads)
+    cpu_worker(threads)
     start = time.perf_counter()
     _save_seed(out, run_seed(cfg, seed, cache, _stderr))
     _stderr(f"seed {seed} evaluated in {time.perf_counter() - start:.0f} s")
@@ -480,7 +484,6 @@ def _in_parallel(job: Callable, calls: list[tuple], jobs: int, threads: int, des
     if jobs > 1 and len(calls) > 1:
         with ProcessPoolExecutor(min(jobs, len(calls)), mp_context=get_context("spawn")) as pool:
             return list(tqdm(pool.map(job, *zip(*calls)), total=len(calls), desc=desc, disable=not progress))
-    torch.set_num_threads(threads)
     return [job(*call) for call in tqdm(calls, desc=desc, disable=not progress)]
 
 

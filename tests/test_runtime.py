@@ -1,0 +1,33 @@
+"""imgpix.runtime: process settings that change speed, never a result."""
+
+import platform
+import subprocess
+import sys
+
+from imgpix.runtime import keep_freed_memory
+
+TRAIN_ONE_EPOCH = """
+import hashlib, sys, tempfile, torch
+from imgpix.runtime import keep_freed_memory
+from imgpix.train import TrainConfig, train
+if sys.argv[1] == "kept":
+    keep_freed_memory()
+torch.set_num_threads(1)
+cfg = TrainConfig(epochs=1, num_train=32, num_val=8, image_size=32, batch_size=8, progress=False)
+with tempfile.TemporaryDirectory() as out:
+    model = train(cfg, out, log=lambda text: None).model
+print(hashlib.sha256(b"".join(t.numpy().tobytes() for t in model.state_dict().values())).hexdigest())
+"""
+
+
+def test_keep_freed_memory_applies_where_the_c_library_is_glibc():
+    assert keep_freed_memory() is (platform.libc_ver()[0] == "glibc")
+
+
+def test_kept_memory_trains_the_same_weights():
+    def weights_digest(mode: str) -> str:
+        done = subprocess.run([sys.executable, "-c", TRAIN_ONE_EPOCH, mode], capture_output=True, text=True,
+                              check=True)
+        return done.stdout.split()[-1]
+
+    assert weights_digest("kept") == weights_digest("default")
