@@ -28,7 +28,8 @@ from imgpix.labels import from_masks
 from imgpix.losses import reconstruction_loss, segmentation_loss
 from imgpix.models import Generator, build_segmenter
 from imgpix.models.fused import ImgPixNet
-from imgpix.train import TrainConfig, Trainer
+from imgpix.config import TrainConfig
+from imgpix.train import Trainer
 
 ARCHS = ("fcn8s", "tiny")
 MODEL_VARIANTS = ("plain", "fused", "fused+generator")

@@ -12,7 +12,8 @@ from . import theory
 from .labels import LabelSource, check_tau
 from .data.build import DATASETS
 from .data.synthetic import PRESETS as SCENE_PRESETS
-from .train import CHECKPOINT, LABELERS, LR_SCHEDULES, MODELS, PROCEDURES, TrainConfig
+from .checkpoint import CHECKPOINT
+from .config import LABELERS, LR_SCHEDULES, MODELS, PROCEDURES, TrainConfig
 
 DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
@@ -184,7 +185,8 @@ def run_evaluate(args) -> None:
 
     from .evaluate import Evaluator
     from .metrics import METRIC_NAMES
-    from .train import checked_split, load_checkpoint, make_loader
+    from .data.loaders import checked_split, make_loader
+    from .checkpoint import load_checkpoint
 
     path = _checkpoint_file(args.checkpoint)
     model, cfg, state = load_checkpoint(path, args.device)

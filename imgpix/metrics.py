@@ -19,19 +19,28 @@ from .data.common import IGNORE_INDEX
 METRIC_NAMES = ("PA", "MPA", "FWAA", "MIOU")
 
 
+def per_image_confusion(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> Tensor:
+    """[B, N, N] int64 counts of each image of a batch [B, ...] (rows: truth, columns: prediction; ignored
+    pixels skipped)."""
+    check_prediction(pred, target, num_classes, ignore_index)
+    batch = pred.shape[0]
+    pred, target = pred.reshape(batch, -1).long(), target.reshape(batch, -1).long()
+    valid = target != ignore_index
+    index = (torch.arange(batch, device=pred.device)[:, None] * num_classes + target) * num_classes + pred
+    counts = torch.bincount(index[valid], minlength=batch * num_classes * num_classes)
+    return counts.view(batch, num_classes, num_classes)
+
+
 def confusion_matrix(
     pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX
 ) -> Tensor:
-    """[N, N] int64 counts (rows: truth, columns: prediction); ignored pixels skipped.
+    """[N, N] int64 counts over all pixels of ``pred`` / ``target`` (any one shape); ignored pixels skipped.
 
     Sum the matrices of all batches before calling :func:`scores`.
     """
-    check_prediction(pred, target, num_classes, ignore_index)
-    pred, target = pred.reshape(-1).long(), target.reshape(-1).long()
-    keep = target != ignore_index
-    pred, target = pred[keep], target[keep]
-    flat = target * num_classes + pred
-    return torch.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
+    if pred.shape != target.shape:
+        raise ValueError(f"pred shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
+    return per_image_confusion(pred.reshape(1, -1), target.reshape(1, -1), num_classes, ignore_index)[0]
 
 
 def check_prediction(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
@@ -45,26 +54,32 @@ def check_prediction(pred: Tensor, target: Tensor, num_classes: int, ignore_inde
         raise ValueError(f"pred values must lie in [0, {num_classes})")
 
 
+def batched_scores(cm) -> dict:
+    """PA, MPA, FWAA, MIOU (fractions) and per-class ``IoU`` of confusion matrices [..., N, N], one value
+    (or IoU row) per matrix; NaN where a matrix is empty."""
+    cm = np.asarray(cm.cpu() if isinstance(cm, Tensor) else cm, dtype=np.float64)
+    if cm.ndim < 2 or cm.shape[-1] != cm.shape[-2]:
+        raise ValueError(f"confusion matrices must be square, got shape {cm.shape}")
+    diag, rows, cols = np.diagonal(cm, axis1=-2, axis2=-1), cm.sum(-1), cm.sum(-2)
+    total = rows.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = diag / (rows + cols - diag)
+        return {"PA": diag.sum(-1) / total,
+                "MPA": np.nanmean(diag / rows, -1),
+                "FWAA": np.where(rows > 0, rows / total[..., None] * iou, 0.0).sum(-1),
+                "MIOU": np.nanmean(iou, -1),
+                "IoU": iou}
+
+
 def scores(cm) -> dict:
-    """PA, MPA, FWAA, MIOU (fractions in [0, 1]) and per-class ``IoU`` of a confusion matrix."""
+    """PA, MPA, FWAA, MIOU (fractions in [0, 1]) and per-class ``IoU`` of one confusion matrix."""
     cm = np.asarray(cm.cpu() if isinstance(cm, Tensor) else cm, dtype=np.float64)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
         raise ValueError(f"confusion matrix must be square, got shape {cm.shape}")
-    diag, rows, cols = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)
-    total = cm.sum()
-    if total == 0:
+    if cm.sum() == 0:
         raise ValueError("confusion matrix is empty: no labelled pixels")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        class_acc = diag / rows
-        iou = diag / (rows + cols - diag)
-    seen = rows > 0
-    return {
-        "PA": float(diag.sum() / total),
-        "MPA": float(np.nanmean(class_acc)),
-        "FWAA": float((rows[seen] / total * iou[seen]).sum()),
-        "MIOU": float(np.nanmean(iou)),
-        "IoU": iou,
-    }
+    values = batched_scores(cm)
+    return {**{name: float(values[name]) for name in METRIC_NAMES}, "IoU": values["IoU"]}
 
 
 class ConfusionMatrix:

@@ -1,4 +1,4 @@
-"""Training (the paper's 3-step iteration, §2.3), evaluation, checkpoints.
+"""Training: the Trainer (the paper's 3-step iteration, §2.3, and all its seeding) and train().
 
 One iteration of the ``"3step"`` procedure:
   (1) the segmentation net alone on L_seg (Eq. 2);
@@ -14,221 +14,32 @@ step 3 adds the adversarial loss of the segmentation net.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
-import os
 import time
 import warnings
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch.optim.lr_scheduler import OneCycleLR
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import distributed as dist
-from .data import IGNORE_INDEX, build_dataset
-from .data.build import DatasetInfo, dataset_info, default_train_split
-from .data.check import check_dataset
-from .evaluate import Evaluator
-from .files import remove_torn_files, save_atomic, write_atomic, write_json
-from .labels import DEFAULT_TAU, LabelSource, check_tau, from_masks
+from .checkpoint import CHECKPOINT, HISTORY, append_history, discard_failed_start, make_out_dir, resume_or_start
+from .config import TrainConfig, epoch_seed, resolve_data
+from .data import IGNORE_INDEX
+from .data.loaders import checked_split, make_loader, set_epoch
+from .evaluate import evaluate
+from .files import remove_torn_files, save_atomic, write_json
+from .labels import from_masks
 from .losses import adversarial_loss, reconstruction_loss, segmentation_loss
 from .metrics import METRIC_NAMES
-from .models import Discriminator, Generator, build_labeler, build_segmenter
-from .models.fused import FUSIONS, ImgPixNet
-
-PROCEDURES = ("3step", "joint")
-LR_SCHEDULES = ("constant", "cosine")
-MODELS = ("tiny", "fcn32s", "fcn16s", "fcn8s")
-LABELERS = ("tiny", "vgg16", "resnet18")
-CHECKPOINT = "checkpoint.pt"
-HISTORY = "metrics.csv"
-RUNTIME_ONLY = ("epochs", "workers", "compile", "channels_last", "progress")  # may change between a run and its resume
-
-
-@dataclass
-class TrainConfig:
-    """Every setting of a run; saved in the checkpoint and ``config.json``."""
-
-    data: str = "synthetic"
-    root: str | None = None
-    train_split: str | None = None  # None: VOC's trainaug when SBD is there, else train
-    classes: str | None = None  # class-list file of a folder dataset (default: found in root)
-    background: str | None = "auto"  # the class fusion always keeps: auto, none, a name or an id
-    skip_bad_files: bool = False
-    model: str = "tiny"
-    labeler: str | None = "tiny"
-    backbone_weights: str | None = None
-    fusion: str | None = "dot"
-    generator: bool = True
-    discriminator: bool = False
-    procedure: str = "3step"
-    train_labels: str = "oracle"
-    tau: float = DEFAULT_TAU
-    epochs: int = 8
-    batch_size: int = 16
-    lr: float = 0.05
-    lr_schedule: str = "constant"  # the segmenter's: constant, or cosine from lr to 0 over all its updates
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    aux_lr: float = 1e-3
-    labeler_lr: float = 3e-3  # peak of the labeler's one-cycle schedule
-    labeler_epochs: int | None = None  # the labeler trains in the first labeler_epochs epochs (None: all)
-    aux_weight: float = 1.0
-    num_train: int | None = None
-    num_val: int | None = None
-    image_size: int = 64
-    scene_preset: str = "legacy"
-    ambiguity: float = 1.0
-    family_size: int = 4
-    co_occurrence: bool = False
-    fixed_train: bool = False
-    crop_size: int = 320
-    seed: int = 0
-    device: str = "cpu"
-    workers: int = 0
-    amp: bool = False
-    channels_last: bool = False
-    compile: bool = False
-    progress: bool = True
-
-    def __post_init__(self):
-        if self.procedure not in PROCEDURES:
-            raise ValueError(f"procedure must be one of {PROCEDURES}, got {self.procedure!r}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        if self.fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
-        check_tau(self.tau)
-        if self.fusion is None and self.train_source.fused:
-            raise ValueError(f"fusion none trains without labels: train_labels must be 'none', got {self.train_labels!r}")
-        if self.train_source.kind == "labeler" and self.labeler is None:
-            raise ValueError("train_labels 'labeler' needs a labeler")
-        if self.generator and self.discriminator:
-            raise ValueError("choose the generator or the discriminator, not both")
-        if self.discriminator and self.procedure == "joint":
-            raise ValueError("the discriminator learns in step 2 only: use procedure '3step' with it")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be >= 1")
-        if self.labeler_epochs is not None and self.labeler_epochs < 1:
-            raise ValueError(f"labeler_epochs must be >= 1 (or None: every epoch), got {self.labeler_epochs}")
-        for name in ("lr", "momentum", "weight_decay", "aux_lr", "labeler_lr", "aux_weight"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value < 0 or (name.endswith("lr") and value == 0):
-                raise ValueError(f"{name} must be a finite number {'> 0' if name.endswith('lr') else '>= 0'}, "
-                                 f"got {value}")
-
-    @property
-    def labeler_epoch_count(self) -> int:
-        """Epochs in which the labeler trains: ``labeler_epochs`` capped at ``epochs``."""
-        return min(self.labeler_epochs or self.epochs, self.epochs)
-
-    @property
-    def info(self) -> DatasetInfo:
-        """Number of classes, their names and the background class of the dataset (no image is read)."""
-        return dataset_info(self.data, self.root, **class_kwargs(self))
-
-    @property
-    def protected(self) -> tuple[int, ...]:
-        """Classes that labeler and noisy labels always keep: the background, if the dataset has one."""
-        background = self.info.background
-        return () if background is None else (background,)
-
-    @property
-    def train_source(self) -> LabelSource:
-        """The labels fused during training (``train_labels`` parsed; labeler sources use ``tau``)."""
-        protected = self.protected if self.train_labels.startswith(("labeler", "noisy")) else ()
-        return LabelSource.parse(self.train_labels, tau=self.tau, seed=self.seed, protected=protected)
-
-    @property
-    def updates_per_iteration(self) -> int:
-        """Segmenter updates of one iteration: 2 for the 3-step procedure with an auxiliary net (steps 1 and 3)."""
-        return 2 if (self.generator or self.discriminator) and self.procedure == "3step" else 1
-
-    @property
-    def eval_source(self) -> LabelSource:
-        """The labels of the per-epoch validation score: oracle for a fused model, none otherwise."""
-        return LabelSource("oracle" if self.fusion else "none")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
-
-
-def class_kwargs(cfg: TrainConfig) -> dict:
-    """The dataset arguments that decide its classes."""
-    if cfg.data == "synthetic":
-        return {"family_size": cfg.family_size}
-    return {"background": cfg.background, **({"classes": cfg.classes} if cfg.data == "folder" else {})}
-
-
-def resolve_data(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with the training split chosen (trainaug if VOC has SBD, else train), reading no image."""
-    return cfg if cfg.train_split else replace(cfg, train_split=default_train_split(cfg.data, cfg.root))
-
-
-def build_model(cfg: TrainConfig) -> ImgPixNet:
-    """The networks of ``cfg``, sized by the dataset's number of classes."""
-    n = cfg.info.num_classes
-    seg = build_segmenter(cfg.model, n, backbone_weights=cfg.backbone_weights)
-    labeler = build_labeler(cfg.labeler, n) if cfg.labeler else None
-    generator = Generator(n) if cfg.generator else None
-    discriminator = Discriminator(n) if cfg.discriminator else None
-    return ImgPixNet(seg, labeler, generator, fusion=cfg.fusion, discriminator=discriminator)
-
-
-def dataset_kwargs(cfg: TrainConfig, split: str) -> dict:
-    """Constructor arguments of ``cfg``'s dataset for ``split``. Synthetic training images are drawn
-    afresh each epoch from ``(seed, epoch, index)`` unless ``cfg.fixed_train``; val is one fixed set."""
-    if cfg.data == "synthetic":
-        count = cfg.num_train if split == "train" else cfg.num_val
-        scenes = {"size": cfg.image_size, "preset": cfg.scene_preset, "ambiguity": cfg.ambiguity,
-                  "family_size": cfg.family_size, "co_occurrence": cfg.co_occurrence}
-        if split == "train":
-            scenes.update(seed=cfg.seed, epoch=None if cfg.fixed_train else 0)
-        return {**scenes, **({"num_images": count} if count else {})}
-    train = split != "val"
-    return {"root": cfg.root, "crop_size": cfg.crop_size if train else None, "augment": train,
-            **({"seed": cfg.seed} if train else {}), **class_kwargs(cfg)}
-
-
-def build_split(cfg: TrainConfig, split: str):
-    """The dataset of ``split`` ("train" means ``cfg.train_split``)."""
-    name = (cfg.train_split or default_train_split(cfg.data, cfg.root)) if split == "train" else split
-    return build_dataset(cfg.data, name, **dataset_kwargs(cfg, split))
-
-
-def checked_split(cfg: TrainConfig, split: str, log: Callable[[str], None] = print):
-    """:func:`build_split`, its files checked first (BadFilesError names them; ``skip_bad_files`` drops them)."""
-    dataset, warning = check_dataset(build_split(cfg, split), skip_bad_files=cfg.skip_bad_files,
-                                     progress=cfg.progress and dist.is_main())
-    if warning:
-        log(warning)
-    return dataset
-
-
-def make_loader(cfg: TrainConfig, dataset, shuffle: bool, epoch: int = 0) -> DataLoader:
-    """A DataLoader over ``dataset``; ``epoch`` seeds the shuffle, the augmentation and fresh synthetic images."""
-    if shuffle and getattr(dataset, "epoch", None) is not None:
-        dataset.epoch = epoch
-    batch = cfg.batch_size if cfg.data == "synthetic" or shuffle else 1  # real val images differ in size
-    sampler = dist.sampler(dataset, shuffle=shuffle, seed=cfg.seed + epoch)
-    generator = torch.Generator().manual_seed(cfg.seed + epoch)
-    return DataLoader(dataset, batch_size=batch, shuffle=shuffle and sampler is None, sampler=sampler,
-                      generator=generator, num_workers=cfg.workers, drop_last=shuffle)
-
-
-def build_loader(cfg: TrainConfig, split: str, shuffle: bool = False, epoch: int = 0) -> DataLoader:
-    """``make_loader`` over ``build_split(cfg, split)``."""
-    return make_loader(cfg, build_split(cfg, split), shuffle, epoch)
+from .models import ImgPixNet, build_model
 
 
 class DivergedError(ValueError):
@@ -250,7 +61,7 @@ class Trainer:
         self.aux_ddp = dist.wrap(self.aux) if self.aux is not None else None
         if cfg.compile:
             self.seg = torch.compile(self.seg)
-        # fused: one kernel per step instead of a loop over tensors (6x faster on CPU for VGG16)
+        # fused: one kernel per step instead of a loop over the parameter tensors
         self.seg_opt = torch.optim.SGD(self.model.seg.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                        weight_decay=cfg.weight_decay, fused=True)
         self.aux_opt = (torch.optim.Adam(self.aux.parameters(), lr=cfg.aux_lr, fused=True)
@@ -352,6 +163,14 @@ class Trainer:
             for _ in range(min(self.epoch * steps_per_epoch, total - 1)):
                 self.labeler_schedule.step()
 
+    def start_epoch(self, dataset) -> DataLoader:
+        """Seed the next epoch (weights' random draws, label noise, fresh images, shuffle); its loader."""
+        epoch = self.epoch + 1
+        torch.manual_seed(epoch_seed(self.cfg, epoch))
+        self.label_stream = replace(self.cfg.train_source, seed=epoch_seed(self.cfg, epoch)).generator()
+        set_epoch(dataset, epoch)
+        return make_loader(self.cfg, dataset, shuffle=True, epoch=epoch)
+
     def train_epoch(self, loader: DataLoader) -> dict[str, float]:
         self.model.train()
         train_labeler = self.labeler_opt is not None and self.epoch < self.cfg.labeler_epoch_count
@@ -412,114 +231,6 @@ def one_hot(mask: Tensor, num_classes: int) -> Tensor:
     return hot * valid[:, None]
 
 
-def evaluate(model: ImgPixNet, loader: DataLoader, source: LabelSource, device="cpu", progress=False) -> dict:
-    """PA, MPA, FWAA, MIOU (fractions) of ``model`` on ``loader`` with labels from ``source``."""
-    return Evaluator(model, loader, device, progress).run([source])[source.name].scores
-
-
-def load_checkpoint(path: str | Path, device="cpu") -> tuple[ImgPixNet, TrainConfig, dict]:
-    """The model, its TrainConfig and the raw state of an imgpix checkpoint (ValueError if unreadable)."""
-    state = read_checkpoint(path, device)
-    cfg = TrainConfig.from_dict(state["config"])
-    model = build_model(cfg)
-    model.load_state_dict(state["model"])
-    return model.to(device), cfg, state
-
-
-def read_checkpoint(path: str | Path, device="cpu") -> dict:
-    """The saved state dict of ``path``; FileNotFoundError / ValueError naming the file when it is unusable."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location=device, weights_only=False)
-    except Exception as error:  # torch raises RuntimeError, EOFError, UnpicklingError, ValueError, ...
-        why = str(error).split(". ")[0].splitlines()[0] if str(error).strip() else ""  # torch's first sentence
-        raise ValueError(f"{path} is not a readable imgpix checkpoint (empty, truncated or another file?): "
-                         f"{type(error).__name__}{': ' + why if why else ''}") from None
-    if not isinstance(state, dict) or not {"config", "model", "epoch"} <= set(state):
-        raise ValueError(f"{path} is not an imgpix checkpoint (no config/model/epoch entries)")
-    return state
-
-
-def append_history(path: Path, row: dict) -> None:
-    """Append ``row`` under the file's header (a column the row lacks, e.g. the labeler's loss after its
-    last epoch, stays empty); a new file takes the row's keys as its header."""
-    new = not path.exists() or path.stat().st_size == 0
-    fieldnames = list(row)
-    if not new:
-        with path.open(newline="") as handle:
-            fieldnames = next(csv.reader(handle))
-    with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fieldnames, restval="")
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-
-
-def truncate_history(path: Path, last_epoch: int) -> None:
-    """Drop rows written after the checkpoint being resumed from."""
-    if not path.exists():
-        return
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        rows = list(reader)
-    keep = [row for row in rows if int(row["epoch"]) <= last_epoch]
-    if len(keep) == len(rows):
-        return
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=reader.fieldnames)
-    writer.writeheader()
-    writer.writerows(keep)
-    write_atomic(path, buffer.getvalue())
-
-
-def resume_or_start(trainer: Trainer, out: Path) -> None:
-    """Continue from ``out/checkpoint.pt`` when it exists and was made by the same configuration."""
-    ckpt = out / CHECKPOINT
-    if not ckpt.exists():
-        if dist.is_main():  # rows of an epoch killed before its first checkpoint
-            truncate_history(out / HISTORY, 0)
-        return
-    try:
-        state = read_checkpoint(ckpt, trainer.device)
-    except ValueError as error:
-        raise ValueError(f"{error}; delete it to train afresh, or use another --out directory") from None
-    # torchrun gives rank r the device cuda:r: compare the device type, not the index
-    saved = {k: torch.device(v).type if k == "device" else v
-             for k, v in state["config"].items() if k not in RUNTIME_ONLY}
-    current = {k: torch.device(v).type if k == "device" else v
-               for k, v in asdict(trainer.cfg).items() if k not in RUNTIME_ONLY}
-    if saved != current:
-        changed = sorted(k for k in current if saved.get(k) != current[k])
-        raise ValueError(f"{ckpt} was written by another configuration (differs in {changed}); "
-                         "use another --out directory")
-    trainer.load_state(state)
-    if dist.is_main():
-        truncate_history(out / HISTORY, trainer.epoch)
-
-
-def make_out_dir(out: Path) -> bool:
-    """Create ``out`` and its parents; True if ``out`` is new. OSError naming ``out`` if it cannot be written."""
-    new = not out.is_dir()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        why = "a file of that name exists" if isinstance(error, FileExistsError) else error.strerror or error
-        raise OSError(f"cannot create the --out directory {out}: {why}") from None
-    if not os.access(out, os.W_OK):
-        raise OSError(f"cannot write into the --out directory {out}: permission denied")
-    return new
-
-
-def discard_failed_start(out: Path, created: bool) -> None:
-    """Remove what a run that stopped before its first checkpoint wrote (and ``out`` itself if it made it)."""
-    for name in ("config.json", HISTORY):
-        (out / name).unlink(missing_ok=True)
-    if created and not any(out.iterdir()):
-        out.rmdir()
-
-
 def duration(seconds: float) -> str:
     """``seconds`` as a person reads a time estimate: "40 s", "12 min", "3.5 h"."""
     if seconds < 90:
@@ -566,9 +277,7 @@ def train(cfg: TrainConfig, out: str | Path, log: Callable[[str], None] = print)
             write_json(out / "config.json", asdict(cfg))
         while trainer.epoch < cfg.epochs:
             start = time.perf_counter()
-            torch.manual_seed(cfg.seed + 1000 * (trainer.epoch + 1))
-            trainer.label_stream = replace(cfg.train_source, seed=cfg.seed + 1000 * (trainer.epoch + 1)).generator()
-            losses = trainer.train_epoch(make_loader(cfg, train_set, shuffle=True, epoch=trainer.epoch + 1))
+            losses = trainer.train_epoch(trainer.start_epoch(train_set))
             losses = dist.mean_over_ranks(losses, trainer.device)
             dist.broadcast_buffers(trainer.model)  # every rank evaluates the BN statistics rank 0 saves
             result = evaluate(trainer.model, val_loader, cfg.eval_source, trainer.device,

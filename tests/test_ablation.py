@@ -20,7 +20,8 @@ from hypothesis.extra.numpy import arrays
 
 from imgpix.experiments import ablation
 from imgpix.fusion import fuse, fused_log_probs
-from imgpix.train import Trainer, build_loader
+from imgpix.train import Trainer
+from imgpix.data.loaders import build_loader
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "validation" / "ablation.py"

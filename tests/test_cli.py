@@ -20,7 +20,8 @@ import torch
 from imgpix.data import NUM_CLASSES
 from imgpix.labels import DEFAULT_TAU, from_masks
 from imgpix.metrics import labeler_scores
-from imgpix.train import build_loader, load_checkpoint
+from imgpix.data.loaders import build_loader
+from imgpix.checkpoint import load_checkpoint
 
 METRICS = ("PA", "MPA", "FWAA", "MIOU")
 TIMEOUT = 300

@@ -29,7 +29,11 @@ import torch
 
 from imgpix import distributed as dist
 from imgpix.labels import LabelSource
-from imgpix.train import CHECKPOINT, HISTORY, TrainConfig, build_loader, evaluate, load_checkpoint, train
+from imgpix.checkpoint import CHECKPOINT, HISTORY, load_checkpoint
+from imgpix.config import TrainConfig
+from imgpix.data.loaders import build_loader
+from imgpix.evaluate import evaluate
+from imgpix.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, BATCH, SIZE = 3, 8, 32  # 3 iterations on batches of 8 images (4 per rank) of 32x32 pixels
@@ -57,7 +61,8 @@ WORKER = textwrap.dedent(f"""
     from torch import nn
     from imgpix import distributed as dist
     from imgpix.data import SyntheticScenes
-    from imgpix.train import TrainConfig, Trainer
+    from imgpix.config import TrainConfig
+    from imgpix.train import Trainer
 
     STEPS, BATCH, SIZE = {STEPS}, {BATCH}, {SIZE}
     CASES = {{"eval-bn": ({{}}, False), "train-bn": ({{}}, True),

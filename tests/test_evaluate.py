@@ -13,7 +13,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from imgpix.data import SyntheticScenes
-from imgpix.evaluate import Evaluator, per_image_confusion
+from imgpix.evaluate import Evaluator
+from imgpix.metrics import per_image_confusion
 from imgpix.labels import LabelSource, from_masks
 from imgpix.metrics import ConfusionMatrix, confusion_matrix, labeler_scores
 from imgpix.models import build_labeler

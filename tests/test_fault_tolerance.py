@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from imgpix.train import CHECKPOINT, HISTORY
+from imgpix.checkpoint import CHECKPOINT, HISTORY
 
 ROOT = Path(__file__).resolve().parents[1]
 # 3 epochs of 32 iterations (256 images, batch 8, 32x32 pixels), 8 val images: long enough

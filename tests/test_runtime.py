@@ -9,7 +9,8 @@ from imgpix.runtime import keep_freed_memory
 TRAIN_ONE_EPOCH = """
 import hashlib, sys, tempfile, torch
 from imgpix.runtime import keep_freed_memory
-from imgpix.train import TrainConfig, train
+from imgpix.config import TrainConfig
+from imgpix.train import train
 if sys.argv[1] == "kept":
     keep_freed_memory()
 torch.set_num_threads(1)

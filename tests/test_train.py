@@ -16,6 +16,11 @@ import torch
 import torch.nn.functional as F
 import pandas as pd
 
+import imgpix.checkpoint as ckpt
+import imgpix.config as config
+import imgpix.data.loaders as loaders
+import imgpix.evaluate as evaluation
+import imgpix.metrics as metrics_mod
 import imgpix.train as T
 from imgpix.data import NUM_CLASSES, BadFilesError, SyntheticScenes
 from imgpix.data.synthetic import PRESETS, class_names
@@ -23,7 +28,8 @@ from imgpix.fusion import fuse_log
 from imgpix.labels import IGNORE_INDEX, LabelSource, corrupt, from_masks
 from imgpix.losses import MIN_LOG_PROB, reconstruction_loss, segmentation_loss
 from imgpix.metrics import confusion_matrix, scores
-from imgpix.train import Trainer, TrainConfig
+from imgpix.train import Trainer
+from imgpix.config import TrainConfig
 from voc_tree import build_folder_tree, write_garbage
 
 SIZE = 32
@@ -377,8 +383,8 @@ def test_config_properties():
     unfused = cfg_for(fusion=None, train_labels="none")
     assert unfused.train_source == unfused.eval_source == LabelSource("none")
     assert TrainConfig.from_dict({**asdict(cfg), "unknown": 1}) == cfg
-    assert T.resolve_data(cfg).train_split == "train" and cfg.train_split is None
-    assert T.resolve_data(cfg_for(train_split="val")).train_split == "val"
+    assert config.resolve_data(cfg).train_split == "train" and cfg.train_split is None
+    assert config.resolve_data(cfg_for(train_split="val")).train_split == "val"
 
 
 # --- loaders -------------------------------------------------------------------------------
@@ -390,23 +396,23 @@ def first_images(loader) -> torch.Tensor:
 
 def test_fresh_synthetic_images_each_epoch_unless_fixed():
     cfg = cfg_for()
-    assert len(T.build_split(cfg, "train")) == 8 and len(T.build_split(cfg, "val")) == 6
-    one, two = (first_images(T.build_loader(cfg, "train", shuffle=True, epoch=e)) for e in (1, 2))
+    assert len(loaders.build_split(cfg, "train")) == 8 and len(loaders.build_split(cfg, "val")) == 6
+    one, two = (first_images(loaders.build_loader(cfg, "train", shuffle=True, epoch=e)) for e in (1, 2))
     assert not torch.equal(one, two)
-    assert torch.equal(one, first_images(T.build_loader(cfg, "train", shuffle=True, epoch=1)))
+    assert torch.equal(one, first_images(loaders.build_loader(cfg, "train", shuffle=True, epoch=1)))
     fixed = replace(cfg, fixed_train=True)
-    assert torch.equal(*(first_images(T.build_loader(fixed, "train", shuffle=True, epoch=e)) for e in (1, 2)))
-    val = [first_images(T.build_loader(cfg, "val", epoch=e)) for e in (1, 2)]
+    assert torch.equal(*(first_images(loaders.build_loader(fixed, "train", shuffle=True, epoch=e)) for e in (1, 2)))
+    val = [first_images(loaders.build_loader(cfg, "val", epoch=e)) for e in (1, 2)]
     assert torch.equal(*val) and not torch.equal(val[0], one)
 
 
 def test_scene_settings_reach_both_splits():
     cfg = cfg_for(scene_preset="voc", ambiguity=0.5, family_size=2, co_occurrence=True, seed=4)
     for split in ("train", "val"):
-        data = T.build_split(cfg, split)
+        data = loaders.build_split(cfg, split)
         assert (data.preset, data.ambiguity, data.family_size, data.co_occurrence, data.size) == (
             PRESETS["voc"], 0.5, 2, True, SIZE)
-    assert T.build_split(cfg, "train").seed == 4 and T.build_split(cfg, "val").seed == 0  # val: one fixed set
+    assert loaders.build_split(cfg, "train").seed == 4 and loaders.build_split(cfg, "val").seed == 0  # val: one fixed set
     assert cfg.info.class_names == tuple(class_names(NUM_CLASSES, 2)) != cfg_for().info.class_names
 
 
@@ -414,12 +420,12 @@ def test_loader_order_is_seeded_by_the_epoch():
     cfg = replace(cfg_for(), num_train=12, fixed_train=True)
 
     def order(epoch):
-        return torch.cat([mask for _, mask in T.build_loader(cfg, "train", shuffle=True, epoch=epoch)])
+        return torch.cat([mask for _, mask in loaders.build_loader(cfg, "train", shuffle=True, epoch=epoch)])
 
     assert torch.equal(order(1), order(1)) and not torch.equal(order(1), order(2))
-    shuffled = T.build_loader(cfg, "train", shuffle=True)
+    shuffled = loaders.build_loader(cfg, "train", shuffle=True)
     assert [len(mask) for _, mask in shuffled] == [4, 4, 4] and shuffled.drop_last
-    assert [len(mask) for _, mask in T.build_loader(cfg, "val")] == [4, 2]
+    assert [len(mask) for _, mask in loaders.build_loader(cfg, "val")] == [4, 2]
 
 
 def test_bad_files_stop_training_before_out_is_touched(tmp_path):
@@ -433,7 +439,7 @@ def test_bad_files_stop_training_before_out_is_touched(tmp_path):
         T.train(cfg, out, log=quiet)
     assert not out.exists()
     lines = []
-    kept = T.checked_split(replace(cfg, skip_bad_files=True), "val", log=lines.append)
+    kept = loaders.checked_split(replace(cfg, skip_bad_files=True), "val", log=lines.append)
     assert len(kept) == len(tree["val"]) - 1 and len(lines) == 1 and tree["val"][0] in lines[0]
 
 
@@ -455,50 +461,50 @@ def read_history(path: Path) -> list[dict]:
 
 def test_checkpoint_round_trip(two_epochs):
     out, trainer = two_epochs
-    model, loaded_cfg, state = T.load_checkpoint(out / T.CHECKPOINT)
-    assert loaded_cfg == trainer.cfg == T.resolve_data(cfg_for(epochs=2, train_labels=NOISY))
+    model, loaded_cfg, state = ckpt.load_checkpoint(out / ckpt.CHECKPOINT)
+    assert loaded_cfg == trainer.cfg == config.resolve_data(cfg_for(epochs=2, train_labels=NOISY))
     assert state["epoch"] == 2
     original = trainer.model.state_dict()
     loaded = model.state_dict()
     assert loaded.keys() == original.keys()
     for name, value in original.items():
         assert torch.equal(value, loaded[name]), name
-    loader = T.build_loader(loaded_cfg, "val")
+    loader = loaders.build_loader(loaded_cfg, "val")
     for source in (LabelSource("oracle"), LabelSource("labeler", protected=(0,)), LabelSource("none")):
-        a, b = T.evaluate(trainer.model, loader, source), T.evaluate(model, loader, source)
-        assert {k: a[k] for k in T.METRIC_NAMES} == {k: b[k] for k in T.METRIC_NAMES}, source
+        a, b = evaluation.evaluate(trainer.model, loader, source), evaluation.evaluate(model, loader, source)
+        assert {k: a[k] for k in metrics_mod.METRIC_NAMES} == {k: b[k] for k in metrics_mod.METRIC_NAMES}, source
     # the history row is the evaluation of the saved model with eval_source, in percent
-    rows = read_history(out / T.HISTORY)
+    rows = read_history(out / ckpt.HISTORY)
     assert [int(r["updates"]) for r in rows] == [4, 8]  # 2 iterations an epoch, s stepped twice in each
     row = rows[-1]
-    result = T.evaluate(model, loader, loaded_cfg.eval_source)
-    assert {k: float(row[k]) for k in T.METRIC_NAMES} == {k: round(100 * result[k], 4) for k in T.METRIC_NAMES}
-    assert all(0.0 <= result[k] <= 1.0 for k in T.METRIC_NAMES)
+    result = evaluation.evaluate(model, loader, loaded_cfg.eval_source)
+    assert {k: float(row[k]) for k in metrics_mod.METRIC_NAMES} == {k: round(100 * result[k], 4) for k in metrics_mod.METRIC_NAMES}
+    assert all(0.0 <= result[k] <= 1.0 for k in metrics_mod.METRIC_NAMES)
     assert (out / "config.json").exists()
     assert not list(out.glob("*.tmp"))
 
 
 def test_unreadable_checkpoints_raise_naming_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
-        T.load_checkpoint(tmp_path / "nope.pt")
+        ckpt.load_checkpoint(tmp_path / "nope.pt")
     empty, garbage, other = tmp_path / "empty.pt", tmp_path / "garbage.pt", tmp_path / "other.pt"
     empty.write_bytes(b"")
     garbage.write_bytes(b"not a checkpoint at all" * 10)
     torch.save({"model": {}}, other)
     for path in (empty, garbage):
         with pytest.raises(ValueError, match=f"{path} is not a readable imgpix checkpoint"):
-            T.read_checkpoint(path)
+            ckpt.read_checkpoint(path)
     with pytest.raises(ValueError, match=f"{other} is not an imgpix checkpoint"):
-        T.load_checkpoint(other)
+        ckpt.load_checkpoint(other)
 
 
 def test_truncated_checkpoint_raises(two_epochs, tmp_path):
     out, _ = two_epochs
-    data = (out / T.CHECKPOINT).read_bytes()
-    torn = tmp_path / T.CHECKPOINT
+    data = (out / ckpt.CHECKPOINT).read_bytes()
+    torn = tmp_path / ckpt.CHECKPOINT
     torn.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="not a readable imgpix checkpoint"):
-        T.read_checkpoint(torn)
+        ckpt.read_checkpoint(torn)
 
 
 def test_resume_equals_uninterrupted(two_epochs, tmp_path, monkeypatch):
@@ -514,14 +520,14 @@ def test_resume_equals_uninterrupted(two_epochs, tmp_path, monkeypatch):
             {"seg": float("nan")} if self.epoch == 1 else real_iteration(self, image, mask)))
         with pytest.raises(T.DivergedError, match=diverged):
             T.train(cfg, tmp_path, log=quiet)
-        saved = (tmp_path / T.CHECKPOINT).read_bytes()
+        saved = (tmp_path / ckpt.CHECKPOINT).read_bytes()
         with pytest.raises(T.DivergedError, match=diverged):
             T.train(cfg, tmp_path, log=quiet)
-    assert (tmp_path / T.CHECKPOINT).read_bytes() == saved and len(read_history(tmp_path / T.HISTORY)) == 1
+    assert (tmp_path / ckpt.CHECKPOINT).read_bytes() == saved and len(read_history(tmp_path / ckpt.HISTORY)) == 1
     lines = []
     resumed = T.train(cfg, tmp_path, log=lines.append)
     assert resumed.epoch == 2 and sum(line.startswith("epoch ") for line in lines) == 1  # only epoch 2 ran
-    ours_rows, ref_rows = read_history(tmp_path / T.HISTORY), read_history(full_dir / T.HISTORY)
+    ours_rows, ref_rows = read_history(tmp_path / ckpt.HISTORY), read_history(full_dir / ckpt.HISTORY)
     assert [r["epoch"] for r in ours_rows] == ["1", "2"]
     ref_state = full.model.state_dict()
     for name, value in resumed.model.state_dict().items():
@@ -531,14 +537,14 @@ def test_resume_equals_uninterrupted(two_epochs, tmp_path, monkeypatch):
     lines.clear()
     again = T.train(cfg, tmp_path, log=lines.append)
     assert again.epoch == 2 and len(lines) == 1 and "nothing to train" in lines[0]
-    assert len(read_history(tmp_path / T.HISTORY)) == 2
+    assert len(read_history(tmp_path / ckpt.HISTORY)) == 2
 
 
 def test_resume_with_other_config_raises(two_epochs):
     out, _ = two_epochs
     with pytest.raises(ValueError, match="another configuration.*lr"):
         T.train(cfg_for(epochs=3, lr=0.01, train_labels=NOISY), out, log=quiet)
-    assert len(read_history(out / T.HISTORY)) == 2  # untouched
+    assert len(read_history(out / ckpt.HISTORY)) == 2  # untouched
 
 
 def test_resume_ignores_runtime_only_settings(two_epochs):
@@ -552,16 +558,16 @@ def test_resume_ignores_runtime_only_settings(two_epochs):
 def test_resume_drops_history_rows_after_checkpoint(two_epochs, tmp_path):
     """A crash between saving metrics.csv rows and the checkpoint: stale rows are dropped."""
     out, _ = two_epochs
-    state = torch.load(out / T.CHECKPOINT, weights_only=False)
-    rows = read_history(out / T.HISTORY)
+    state = torch.load(out / ckpt.CHECKPOINT, weights_only=False)
+    rows = read_history(out / ckpt.HISTORY)
     state["epoch"] = 1
-    torch.save(state, tmp_path / T.CHECKPOINT)
+    torch.save(state, tmp_path / ckpt.CHECKPOINT)
     for row in rows:
-        T.append_history(tmp_path / T.HISTORY, row)
+        ckpt.append_history(tmp_path / ckpt.HISTORY, row)
     trainer = T.Trainer(TrainConfig.from_dict(state["config"]))
-    T.resume_or_start(trainer, tmp_path)
+    ckpt.resume_or_start(trainer, tmp_path)
     assert trainer.epoch == 1
-    assert [r["epoch"] for r in read_history(tmp_path / T.HISTORY)] == ["1"]
+    assert [r["epoch"] for r in read_history(tmp_path / ckpt.HISTORY)] == ["1"]
 
 
 def test_save_atomic(tmp_path, monkeypatch):
@@ -584,7 +590,7 @@ def test_save_atomic(tmp_path, monkeypatch):
 @pytest.mark.parametrize("source", [LabelSource("oracle"), LabelSource("none")], ids=lambda s: s.name)
 def test_evaluate_sums_confusions_over_batches(two_epochs, source):
     _, trainer = two_epochs
-    loader = T.build_loader(trainer.cfg, "val")  # 6 images: batches of 4 and 2
+    loader = loaders.build_loader(trainer.cfg, "val")  # 6 images: batches of 4 and 2
     assert [len(m) for _, m in loader] == [4, 2]
     model = trainer.model.eval()
     total = torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.int64)
@@ -593,11 +599,11 @@ def test_evaluate_sums_confusions_over_batches(two_epochs, source):
             labels = source.resolve(NUM_CLASSES, mask)
             total += confusion_matrix(model(image, labels).log_probs.argmax(1), mask, NUM_CLASSES)
     assert int(total.sum()) == sum(int((mask != IGNORE_INDEX).sum()) for _, mask in loader)
-    result = T.evaluate(model, loader, source)
+    result = evaluation.evaluate(model, loader, source)
     expected = scores(total)
-    assert {k: result[k] for k in T.METRIC_NAMES} == {k: expected[k] for k in T.METRIC_NAMES}
+    assert {k: result[k] for k in metrics_mod.METRIC_NAMES} == {k: expected[k] for k in metrics_mod.METRIC_NAMES}
     # evaluation does not depend on the batch size
-    whole = T.evaluate(model, T.build_loader(replace(trainer.cfg, batch_size=6), "val"), source)
+    whole = evaluation.evaluate(model, loaders.build_loader(replace(trainer.cfg, batch_size=6), "val"), source)
     assert whole["MIOU"] == pytest.approx(result["MIOU"], abs=1e-12)
 
 
@@ -613,7 +619,7 @@ def test_labeler_learning_rate_is_one_cycle_over_the_run():
         expected.append(reference.get_last_lr()[0])
     trainer, seen, after_first = Trainer(cfg), [], None
     for epoch in range(3):
-        trainer.train_epoch(T.build_loader(cfg, "train", shuffle=True, epoch=epoch + 1))
+        trainer.train_epoch(loaders.build_loader(cfg, "train", shuffle=True, epoch=epoch + 1))
         trainer.epoch += 1
         seen.append(trainer.labeler_opt.param_groups[0]["lr"])
         after_first = after_first or copy.deepcopy(trainer.state())
@@ -635,7 +641,7 @@ def test_labeler_trains_in_its_first_epochs_only(tmp_path):
     trainer = T.train(replace(cfg, epochs=3), tmp_path, log=quiet)
     assert all(torch.equal(v, trainer.model.labeler.state_dict()[k]) for k, v in labeler.items())
     assert not all(torch.equal(v, trainer.model.seg.state_dict()[k]) for k, v in seg.items())
-    history = pd.read_csv(tmp_path / T.HISTORY)
+    history = pd.read_csv(tmp_path / ckpt.HISTORY)
     assert list(history.epoch) == [1, 2, 3] and history.loss_labeler.notna().tolist() == [True, True, False]
     assert history.MIOU.between(0, 100).all() and history.updates.tolist() == [2, 4, 6]
 
@@ -658,14 +664,14 @@ def test_segmenter_learning_rate_follows_its_schedule(monkeypatch, schedule):
         seen.extend(o.param_groups[0]["lr"] for o in opts if o is trainer.seg_opt), real_step(loss, *opts)))
     trainer = Trainer(cfg)
     for epoch in range(2):
-        trainer.train_epoch(T.build_loader(cfg, "train", shuffle=True, epoch=epoch + 1))
+        trainer.train_epoch(loaders.build_loader(cfg, "train", shuffle=True, epoch=epoch + 1))
         trainer.epoch += 1
         after_first = after_first if epoch else copy.deepcopy(trainer.state())
     assert seen == pytest.approx(expected, abs=1e-12)
     seen.clear()
     trainer = Trainer(cfg)
     trainer.load_state(after_first)
-    trainer.train_epoch(T.build_loader(cfg, "train", shuffle=True, epoch=2))
+    trainer.train_epoch(loaders.build_loader(cfg, "train", shuffle=True, epoch=2))
     assert seen == pytest.approx(expected[4:], abs=1e-12)
 
 

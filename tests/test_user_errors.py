@@ -30,7 +30,8 @@ from hypothesis import strategies as st
 from imgpix import fuse, fuse_log, theory
 from imgpix.cli import main
 from imgpix.labels import DEFAULT_TAU
-from imgpix.train import CHECKPOINT, HISTORY, Trainer
+from imgpix.checkpoint import CHECKPOINT, HISTORY
+from imgpix.train import Trainer
 from voc_tree import build_folder_tree, truncate
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,6 +1,6 @@
 """Build a tiny fake PASCAL VOC 2012 + SBD tree on disk (for tests; no downloads).
 
-    from tests.voc_tree import build_voc_tree   # or: from voc_tree import ...
+    from voc_tree import build_voc_tree   # tests/ is on pytest's pythonpath (pyproject.toml)
     tree = build_voc_tree(tmp_path)
     tree["train"], tree["val"], tree["trainaug"]  # id lists
     tree["masks"][id]       # uint8 [H,W] class ids written to SegmentationClass/<id>.png

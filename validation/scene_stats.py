@@ -45,7 +45,9 @@ from imgpix.experiments.report import splice
 from imgpix.labels import DEFAULT_TAU, LabelSource, from_masks
 from imgpix.metrics import labeler_scores
 from imgpix.models import ImgPixNet, build_labeler, build_segmenter
-from imgpix.train import Trainer, TrainConfig, build_split, make_loader
+from imgpix.train import Trainer
+from imgpix.config import TrainConfig
+from imgpix.data.loaders import build_split, make_loader
 
 SECTIONS = ("appearance", "presets", "labeler", "segmenter")
 IGNORE = 255

@@ -42,12 +42,15 @@ import torch
 from tqdm import tqdm
 
 from ..data import IGNORE_INDEX
-from ..evaluate import Evaluator, per_image_confusion
+from ..evaluate import Evaluator
+from ..metrics import per_image_confusion
 from ..fusion import LOGIT_ADD_BETA, fused_log_probs
 from ..labels import DEFAULT_TAU, LabelSource
 from ..metrics import METRIC_NAMES
 from ..runtime import cpu_worker
-from ..train import HISTORY, TrainConfig, build_loader
+from ..checkpoint import HISTORY
+from ..config import TrainConfig
+from ..data.loaders import build_loader
 from . import paired, stats
 from .cache import default_cache_dir, trained_model
 from .report import (ExperimentError, is_finished, prepare_out, pyplot, save_figure, versions, write_atomic,

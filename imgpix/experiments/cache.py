@@ -12,7 +12,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..train import CHECKPOINT, RUNTIME_ONLY, TrainConfig, load_checkpoint, read_checkpoint, train
+from ..checkpoint import CHECKPOINT, load_checkpoint, read_checkpoint
+
+from ..config import RUNTIME_ONLY, TrainConfig
+
+from ..train import train
 
 
 @dataclass

@@ -35,7 +35,10 @@ from ..files import write_atomic, write_json
 from ..labels import DEFAULT_TAU, LabelSource, check_tau
 from ..metrics import METRIC_NAMES
 from ..runtime import cpu_worker
-from ..train import HISTORY, TrainConfig, build_loader, build_model
+from ..checkpoint import HISTORY
+from ..config import TrainConfig
+from ..data.loaders import build_loader
+from ..models import build_model
 from . import paired, stats
 from .cache import default_cache_dir, is_cached, trained_model
 from .report import ExperimentError, prepare_out, pyplot, save_figure, versions, write_table

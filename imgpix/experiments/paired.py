@@ -10,22 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..metrics import batched_scores
+
 RESAMPLES = 2000
 CONFIDENCE = 0.95
 
 
 def score(matrices: np.ndarray, metric: str = "MIOU") -> np.ndarray:
-    """``metric`` in percent of confusion matrices [..., N, N] (FCN definitions, as imgpix.metrics.scores)."""
-    cm = np.asarray(matrices, dtype=np.float64)
-    diag = np.diagonal(cm, axis1=-2, axis2=-1)
-    rows, cols, total = cm.sum(-1), cm.sum(-2), cm.sum((-2, -1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = diag / (rows + cols - diag)
-        values = {"PA": diag.sum(-1) / total,
-                  "MPA": np.nanmean(np.where(rows > 0, diag / rows, np.nan), -1),
-                  "MIOU": np.nanmean(iou, -1),
-                  "FWAA": np.nansum(np.where(rows > 0, rows / total[..., None] * iou, 0.0), -1)}
-    return 100 * values[metric]
+    """``metric`` in percent of confusion matrices [..., N, N] (:func:`imgpix.metrics.batched_scores`)."""
+    return 100 * batched_scores(matrices)[metric]
 
 
 def _blocks(seeds: np.ndarray) -> list[np.ndarray]:
