@@ -1,22 +1,29 @@
-"""The ``imgpix`` command: train, evaluate, theory."""
+"""The ``imgpix`` command: train, evaluate, theory.
+
+Nothing heavy is imported at module level: help and ``imgpix theory`` answer without torch, and Ctrl-C
+during the imports of ``train`` / ``evaluate`` is caught like any other (exit 130, one line).
+"""
 
 from __future__ import annotations
 
 import argparse
 import math
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 from . import theory
-from .labels import LabelSource, check_tau
-from .data.build import DATASETS
-from .data.synthetic import PRESETS as SCENE_PRESETS
-from .checkpoint import CHECKPOINT
-from .config import LABELERS, LR_SCHEDULES, MODELS, PROCEDURES, TrainConfig
 
-DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
+COMMANDS = {"train": "train the fused model (resumes from --out if it holds a checkpoint)",
+            "evaluate": "PA / MPA / FWAA / MIOU of a checkpoint, in percent",
+            "theory": "Eqs. 4-14 for given N, n, m, k"}
+
+
+class OneLineErrors(argparse.ArgumentParser):
+    """An argument error is one line naming the problem and the help flag, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _checked(convert, check, what: str):
@@ -36,7 +43,7 @@ def _checked(convert, check, what: str):
 _positive = _checked(int, lambda v: v >= 1, "an integer >= 1")
 _count = _checked(int, lambda v: v >= 0, "an integer >= 0")
 _rate = _checked(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
-_unit = _checked(float, lambda v: check_tau(v) == v, "a number in [0, 1]")
+_unit = _checked(float, lambda v: math.isfinite(v) and 0 <= v <= 1, "a number in [0, 1]")
 SOURCE_HELP = {"none": "unfused = no image labels", "oracle": "oracle = the true image labels (from the masks)",
                "labeler": "labeler@tau = the classes the checkpoint's image labeler scores >= tau",
                "noisy": "noisy(m,k) = the true labels, m outlier classes added, k true classes kept"}
@@ -44,6 +51,8 @@ SOURCE_HELP = {"none": "unfused = no image labels", "oracle": "oracle = the true
 
 def _label_source(text: str) -> str:
     """An argparse type: a label-source text whose syntax and ranges are checked now (tau, N come later)."""
+    from .labels import LabelSource
+
     try:
         LabelSource.parse(text)
     except ValueError as error:
@@ -56,9 +65,21 @@ def _quiet_arg(parser: argparse.ArgumentParser) -> None:
                         help="no progress bars (results and errors are still printed)")
 
 
-def _common_args(parser: argparse.ArgumentParser, data_default: str | None) -> None:
+def _device(text: str) -> str:
+    """An argparse type: a device this machine has (:func:`imgpix.device.check_device`)."""
+    from .device import check_device
+
+    try:
+        return check_device(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--device ")) from None
+
+
+def _common_args(parser: argparse.ArgumentParser, data_default: str | None, DEFAULTS: dict) -> None:
+    from .data.build import DATASETS
+
     parser.add_argument("--data", choices=DATASETS, default=data_default,
-                        help="dataset (default: %(default)s)" if data_default else "dataset (default: the checkpoint's)")
+                        help="dataset (default: " + (data_default or "the checkpoint's") + ")")
     parser.add_argument("--root", help="dataset folder for --data voc (VOCdevkit/, optional SBD/) or --data folder "
                                        "(JPEGImages/, SegmentationClass/, ImageSets/Segmentation/, a class list)")
     parser.add_argument("--classes", help="class-list file of --data folder (default: labelmap.txt or "
@@ -67,20 +88,34 @@ def _common_args(parser: argparse.ArgumentParser, data_default: str | None) -> N
                         help="class that fusion always keeps: auto (a class named background), none, a name or an id")
     parser.add_argument("--skip-bad-files", action="store_true", default=None,
                         help="train/evaluate without the images whose files are broken (listed as a warning)")
-    parser.add_argument("--device", default=DEFAULTS["device"], help="cpu, cuda, cuda:1, ... (default: %(default)s)")
+    parser.add_argument("--device", type=_device, default=DEFAULTS["device"],
+                        help="cpu, cuda, cuda:1, ... (default: %(default)s)")
     parser.add_argument("--tau", type=_unit, default=None,
                         help=f"labeler threshold in [0, 1] (default: {DEFAULTS['tau']}, or the checkpoint's)")
     _quiet_arg(parser)
 
 
+def _defaults() -> dict:
+    from dataclasses import fields
+
+    from .config import TrainConfig
+
+    return {f.name: f.default for f in fields(TrainConfig)}
+
+
 def _train_parser(commands) -> None:
-    train = commands.add_parser("train", help="train the fused model (resumes from --out if it holds a checkpoint)")
-    _common_args(train, DEFAULTS["data"])
+    from .config import LABELERS, LR_SCHEDULES, MODELS, PROCEDURES
+    from .data.synthetic import PRESETS as SCENE_PRESETS
+    from .models.fused import FUSIONS
+
+    DEFAULTS = _defaults()
+    train = commands.add_parser("train", help=COMMANDS["train"])
+    _common_args(train, DEFAULTS["data"], DEFAULTS)
     add = train.add_argument
     add("--model", choices=MODELS, default=DEFAULTS["model"])
     add("--labeler", choices=(*LABELERS, "none"), default=DEFAULTS["labeler"])
     add("--backbone-weights", help="local torchvision VGG16 state dict for the FCN backbone")
-    add("--fusion", choices=["dot", "add", "logit_add", "none"], default=DEFAULTS["fusion"],
+    add("--fusion", choices=[*(f for f in FUSIONS if f), "none"], default=DEFAULTS["fusion"],
         help="how labels are fused; 'none' trains the plain FCN (labels can still be fused after training)")
     add("--generator", action=argparse.BooleanOptionalAction, default=DEFAULTS["generator"])
     add("--discriminator", action="store_true", help="Table 2 ablation (implies --no-generator)")
@@ -91,7 +126,8 @@ def _train_parser(commands) -> None:
                        ("seed", _count), ("image_size", _positive), ("crop_size", _positive), ("workers", _count)):
         add("--" + name.replace("_", "-"), type=kind, default=DEFAULTS[name], help="default: %(default)s")
     add("--lr-schedule", choices=LR_SCHEDULES, default=DEFAULTS["lr_schedule"],
-        help="the segmenter's learning rate: constant, or cosine from --lr to 0 over all updates (default: %(default)s)")
+        help="the segmenter's learning rate: constant, or cosine from --lr to 0 over all updates "
+             "(default: %(default)s)")
     add("--num-train", type=_positive, help="synthetic training images per epoch (drawn afresh each epoch)")
     add("--fixed-train", action="store_true", help="the same synthetic training images every epoch")
     add("--num-val", type=_positive, help="synthetic validation images")
@@ -108,13 +144,9 @@ def _train_parser(commands) -> None:
     add("--out", default="runs/imgpix", help="output directory (default: %(default)s)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="imgpix", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    _train_parser(commands)
-
-    evaluate = commands.add_parser("evaluate", help="PA / MPA / FWAA / MIOU of a checkpoint, in percent")
-    _common_args(evaluate, None)
+def _evaluate_parser(commands) -> None:
+    evaluate = commands.add_parser("evaluate", help=COMMANDS["evaluate"])
+    _common_args(evaluate, None, _defaults())
     evaluate.add_argument("--checkpoint", required=True, help="checkpoint.pt, or the --out directory of train")
     evaluate.add_argument("--label-source", type=_label_source, action="append", metavar="SOURCE",
                           help="labels fused at test time: none, oracle, labeler[@tau], noisy:m=M,k=K; repeat "
@@ -122,20 +154,39 @@ def build_parser() -> argparse.ArgumentParser:
                                "a model trained unfused)")
     evaluate.add_argument("--num-val", type=_positive, help="synthetic validation images")
 
-    table = commands.add_parser("theory", help="Eqs. 4-14 for given N, n, m, k")
+
+def _theory_parser(commands) -> None:
+    table = commands.add_parser("theory", help=COMMANDS["theory"])
     table.add_argument("--N", type=_positive, default=21)
     table.add_argument("--n", type=_positive, default=3)
     table.add_argument("--m", type=_positive, default=2)
     table.add_argument("--k", type=_positive, default=1)
     _quiet_arg(table)  # theory draws no bars; accepted so that one switch works on every command
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s subparser is built in full (all of them when None), so that help and
+    ``theory`` never import torch."""
+    parser = OneLineErrors(prog="imgpix", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    builders = {"train": _train_parser, "evaluate": _evaluate_parser, "theory": _theory_parser}
+    for name, build in builders.items():
+        if command in (None, name) or name == "theory":
+            build(commands)
+        else:
+            commands.add_parser(name, help=COMMANDS[name])
     return parser
 
 
 def run_train(args) -> None:
+    from dataclasses import fields
+
     from . import distributed
+    from .config import TrainConfig
     from .runtime import keep_freed_memory
     from .train import train
 
+    DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
     _check_root(args.data, args.root)
     device = distributed.init_from_env(args.device)
     keep_freed_memory()
@@ -164,6 +215,8 @@ def _check_root(data: str, root: str | None) -> None:
 
 def _checkpoint_file(text: str) -> Path:
     """``--checkpoint``: a checkpoint file, or a train --out directory holding one."""
+    from .checkpoint import CHECKPOINT
+
     path = Path(text)
     if path.is_dir() and not (path / CHECKPOINT).is_file():
         raise FileNotFoundError(f"checkpoint not found: {path} holds no {CHECKPOINT} (train writes one into its "
@@ -171,8 +224,10 @@ def _checkpoint_file(text: str) -> Path:
     return path / CHECKPOINT if path.is_dir() else path
 
 
-def default_sources(model, tau: float, protected: tuple[int, ...] = ()) -> list[LabelSource]:
+def default_sources(model, tau: float, protected: tuple[int, ...] = ()) -> list:
     """What ``evaluate`` fuses when not told: the labeler if the model has one, else the oracle; none if unfused."""
+    from .labels import LabelSource
+
     if model.fusion is None:
         return [LabelSource("none")]
     if model.labeler is None:
@@ -183,10 +238,11 @@ def default_sources(model, tau: float, protected: tuple[int, ...] = ()) -> list[
 def run_evaluate(args) -> None:
     from dataclasses import replace
 
-    from .evaluate import Evaluator
-    from .metrics import METRIC_NAMES
-    from .data.loaders import checked_split, make_loader
     from .checkpoint import load_checkpoint
+    from .data.loaders import checked_split, make_loader
+    from .evaluate import Evaluator
+    from .labels import LabelSource
+    from .metrics import METRIC_NAMES
 
     path = _checkpoint_file(args.checkpoint)
     model, cfg, state = load_checkpoint(path, args.device)
@@ -241,6 +297,8 @@ def run_theory(args) -> None:
 
 
 def _resume_hint(args) -> str:
+    from .checkpoint import CHECKPOINT
+
     checkpoint = Path(args.out) / CHECKPOINT
     if checkpoint.is_file():
         return f"; {checkpoint} holds the last finished epoch: rerun the same command to resume from it"
@@ -248,13 +306,16 @@ def _resume_hint(args) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    command = {"train": run_train, "evaluate": run_evaluate, "theory": run_theory}[args.command]
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = argv[0] if argv and argv[0] in COMMANDS else None
     try:
-        command(args)
+        args = build_parser(command or "theory").parse_args(argv)  # no command yet: help or an error, no torch
+        run = {"train": run_train, "evaluate": run_evaluate, "theory": run_theory}[args.command]
+        run(args)
     except KeyboardInterrupt:
-        print(f"imgpix {args.command}: interrupted{_resume_hint(args) if args.command == 'train' else ''}",
-              file=sys.stderr)
+        hint = " while starting; nothing was written" if "args" not in locals() else (
+            _resume_hint(args) if command == "train" else "")
+        print(f"imgpix{' ' + command if command else ''}: interrupted{hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (OSError, ValueError) as error:
         print(f"imgpix {args.command}: error: {error}", file=sys.stderr)

@@ -37,6 +37,7 @@ from .data.loaders import checked_split, make_loader, set_epoch
 from .evaluate import evaluate
 from .files import remove_torn_files, save_atomic, write_json
 from .labels import from_masks
+from .lock import OutputInUse, OutputLock
 from .losses import adversarial_loss, reconstruction_loss, segmentation_loss
 from .metrics import METRIC_NAMES
 from .models import ImgPixNet, build_model
@@ -250,51 +251,61 @@ def train(cfg: TrainConfig, out: str | Path, log: Callable[[str], None] = print)
     """Train for ``cfg.epochs`` epochs, evaluating on val after each; resumable from ``out``.
 
     The data are checked before ``out`` is touched: a bad file stops the run with nothing written.
-    A run that stops (error, Ctrl-C) before its first checkpoint removes what it wrote; a later
-    stop keeps the last checkpoint. A NaN or infinite loss stops the run with :class:`DivergedError`."""
+    One live run per ``out`` (:class:`~imgpix.lock.OutputLock`): a second is refused with
+    :class:`~imgpix.lock.OutputInUse`. A run that stops (error, Ctrl-C) before its first checkpoint
+    removes what it wrote; a later stop keeps the last checkpoint. A NaN or infinite loss stops the run
+    with :class:`DivergedError`."""
     out = Path(out)
     cfg = resolve_data(cfg)
     if cfg.data != "synthetic":
         log(f"training on {cfg.data} split {cfg.train_split!r} of {cfg.root}")
     train_set, val_set = checked_split(cfg, "train", log), checked_split(cfg, "val", log)
-    val_loader = make_loader(cfg, val_set, shuffle=False)
+    make_loader(cfg, train_set, shuffle=True)  # refuses a batch larger than the training set, before out is touched
     trainer = Trainer(cfg)
-    created = dist.is_main() and make_out_dir(out)
-    if dist.is_main():
-        remove_torn_files(out, (CHECKPOINT, HISTORY, "config.json"))
-    resume_or_start(trainer, out)
     main = dist.is_main()
-    if trainer.epoch >= cfg.epochs:
-        if main:
-            log(f"{out} already holds {trainer.epoch} epochs of this run: nothing to train (raise --epochs "
-                "to train on)")
-        return trainer
-    if main and trainer.epoch:
-        log(f"resuming from epoch {trainer.epoch} of {out}")
-    first, began = trainer.epoch, time.perf_counter()
+    created = main and make_out_dir(out)
     try:
-        if main:
-            write_json(out / "config.json", asdict(cfg))
-        while trainer.epoch < cfg.epochs:
-            start = time.perf_counter()
-            losses = trainer.train_epoch(trainer.start_epoch(train_set))
-            losses = dist.mean_over_ranks(losses, trainer.device)
-            dist.broadcast_buffers(trainer.model)  # every rank evaluates the BN statistics rank 0 saves
-            result = evaluate(trainer.model, val_loader, cfg.eval_source, trainer.device,
-                              progress=cfg.progress and main)
-            trainer.epoch += 1
-            row = {"epoch": trainer.epoch, "updates": trainer.updates, **losses,
-                   **{k: round(100 * result[k], 4) for k in METRIC_NAMES},
-                   "seconds": round(time.perf_counter() - start, 2)}
-            if main:  # history first: a kill in between leaves a row the resume truncates
-                append_history(out / HISTORY, row)
-                save_atomic(trainer.state(), out / CHECKPOINT)
-                per_epoch = (time.perf_counter() - began) / (trainer.epoch - first)
-                log(epoch_line(row, cfg, per_epoch * (cfg.epochs - trainer.epoch)))
+        with OutputLock(out) if main else nullcontext():
+            _train_epochs(trainer, train_set, make_loader(cfg, val_set, shuffle=False), out, log)
+    except OutputInUse:
+        raise  # the other run's files are its own
     except BaseException:
         if main and not (out / CHECKPOINT).exists():
             discard_failed_start(out, created)
         raise
+    return trainer
+
+
+def _train_epochs(trainer: Trainer, train_set, val_loader: DataLoader, out: Path, log: Callable[[str], None]) -> None:
+    """The epochs of :func:`train` that ``out`` does not hold yet; rank 0 writes history and checkpoints."""
+    cfg, main = trainer.cfg, dist.is_main()
+    if main:
+        remove_torn_files(out, (CHECKPOINT, HISTORY, "config.json"))
+    resume_or_start(trainer, out)
+    if trainer.epoch >= cfg.epochs:
+        if main:
+            log(f"{out} already holds {trainer.epoch} epochs of this run: nothing to train (raise --epochs "
+                "to train on)")
+        return
+    if main and trainer.epoch:
+        log(f"resuming from epoch {trainer.epoch} of {out}")
+    first, began = trainer.epoch, time.perf_counter()
+    if main:
+        write_json(out / "config.json", asdict(cfg))
+    while trainer.epoch < cfg.epochs:
+        start = time.perf_counter()
+        losses = trainer.train_epoch(trainer.start_epoch(train_set))
+        losses = dist.mean_over_ranks(losses, trainer.device)
+        dist.broadcast_buffers(trainer.model)  # every rank evaluates the BN statistics rank 0 saves
+        result = evaluate(trainer.model, val_loader, cfg.eval_source, trainer.device, progress=cfg.progress and main)
+        trainer.epoch += 1
+        row = {"epoch": trainer.epoch, "updates": trainer.updates, **losses,
+               **{k: round(100 * result[k], 4) for k in METRIC_NAMES},
+               "seconds": round(time.perf_counter() - start, 2)}
+        if main:  # history first: a kill in between leaves a row the resume truncates
+            append_history(out / HISTORY, row)
+            save_atomic(trainer.state(), out / CHECKPOINT)
+            per_epoch = (time.perf_counter() - began) / (trainer.epoch - first)
+            log(epoch_line(row, cfg, per_epoch * (cfg.epochs - trainer.epoch)))
     if main:
         log(f"wrote {out / CHECKPOINT} and {out / HISTORY}")
-    return trainer

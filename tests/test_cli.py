@@ -196,7 +196,8 @@ def test_usage_errors_exit_2(name, capsys):
         main(argv)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("usage: imgpix")
+    command = f"imgpix {argv[0]}" if argv else "imgpix"
+    assert re.fullmatch(rf"{command}: error: .* \(see {command} --help\)\n", err), err  # one line
     assert re.search(message, err), err
 
 

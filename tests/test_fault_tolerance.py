@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from imgpix.checkpoint import CHECKPOINT, HISTORY
+from imgpix.lock import LOCK_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 # 3 epochs of 32 iterations (256 images, batch 8, 32x32 pixels), 8 val images: long enough
@@ -91,7 +92,8 @@ def test_sigterm_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     # some of epoch 2's 32 iterations done: the epoch-1 checkpoint is on disk, epoch 2 is not
     code = kill_mid_epoch(out, r"epoch 2/3:[^\r]*\| *([1-9]|1[0-9])/32")
     assert code == -signal.SIGTERM
-    assert sorted(p.name for p in out.iterdir()) == FILES  # nothing torn or temporary left behind
+    # nothing torn or temporary left behind; the killed run's lock is stale (no process holds it)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*FILES, LOCK_NAME])
     assert torch.load(out / CHECKPOINT, weights_only=False)["epoch"] == 1
     assert [row["epoch"] for row in history(out)] == ["1"]
     (out / ".checkpoint.pt.12345.tmp").write_bytes(b"torn")  # as a kill during the atomic save would leave
@@ -99,7 +101,7 @@ def test_sigterm_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     resumed = run(out)  # the same command again
     assert resumed.stdout.startswith(f"resuming from epoch 1 of {out}\n")  # resumed, not restarted, and says so
     assert "epoch 1/3:" not in resumed.stdout and "epoch 2/3:" in resumed.stdout
-    assert sorted(p.name for p in out.iterdir()) == FILES
+    assert sorted(p.name for p in out.iterdir()) == FILES  # the stale lock was taken over, then released
     assert history(out) == history(reference)  # losses and PA/MPA/FWAA/MIOU of all 3 epochs, exactly
     final = torch.load(out / CHECKPOINT, weights_only=False)
     expected = torch.load(reference / CHECKPOINT, weights_only=False)

@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -406,3 +407,61 @@ def test_theory_command_out_of_domain(capsys):
         code, out, err = cli(capsys, "theory", *argv)
         assert code == 2 and out == ""  # nothing printed before the check: no half table, no "undefined"
         assert_error(err, "theory", r"out of domain: " + bound)
+
+
+# -- start-up: devices, Ctrl-C while importing, a busy --out, an impossible batch, no torch for help ------------
+
+@pytest.mark.parametrize("command", [["train"], ["evaluate", "--checkpoint", "x"]])
+@pytest.mark.parametrize("device, pattern", [
+    ("gpu0", r"argument --device: 'gpu0' is not a device name: use cpu, cuda, cuda:N or mps"),
+    ("gpu", r"argument --device: 'gpu' is not a device name"),
+    ("cuda:99", r"argument --device: cuda:99: (CUDA is not available on this machine; use --device cpu|"
+                r"this machine has \d+ CUDA device)")])
+def test_unavailable_or_malformed_device_refused_before_any_work(command, device, pattern, capsys, tmp_path,
+                                                                 monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(capsys, *command, "--device", device)
+    assert code == 2 and out == ""
+    assert_error(err, command[0], pattern)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_batch_larger_than_the_training_set_is_refused(capsys, tmp_path):
+    code, _, err = cli(capsys, "train", "--num-train", "8", "--batch-size", "32", "--num-val", "4",
+                       "--image-size", "32", "-q", "--out", tmp_path / "run")
+    assert code == 2
+    assert_error(err, "train", r"--batch-size 32 is larger than the 8 training images: no full batch")
+    assert not (tmp_path / "run").exists()
+
+
+def test_out_held_by_a_live_run_is_refused_and_left_alone(capsys, run_copy):
+    from imgpix.lock import OutputLock
+
+    before = snapshot(run_copy)
+    with OutputLock(run_copy):
+        code, _, err = cli(capsys, "train", *tiny(2), "--out", run_copy)
+        held = snapshot(run_copy)
+    assert code == 2
+    assert_error(err, "train", rf"{run_copy} is in use by another run \(pid {os.getpid()} on .*\); wait for it")
+    assert {k: v for k, v in held.items() if not k.startswith(".")} == before  # nothing of the live run touched
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["theory", "--N", "21", "--n", "3"], ["theory", "--help"]])
+def test_help_and_theory_answer_without_torch(argv):
+    code = ("import sys\nfrom imgpix.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n" % argv)
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, text=True, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "usage: imgpix" in done.stdout or "Eq. 14" in done.stdout
+
+
+def test_ctrl_c_while_starting_exits_130_in_one_line(tmp_path):
+    """SIGINT while ``imgpix train`` still imports torch: 130 and one line, no traceback, nothing written."""
+    argv = [sys.executable, "-m", "imgpix.cli", "train", *tiny(), "--out", str(tmp_path / "run")]
+    proc = subprocess.Popen(argv, cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(0.4)  # past the interpreter's start, inside the imports of train (seconds)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err == "imgpix train: interrupted while starting; nothing was written\n"
+    assert list(tmp_path.iterdir()) == []
