@@ -14,6 +14,8 @@ Rules shared by both functions:
   (``fuse_log``) raise ``ValueError``: one contract for one equation.
 * In probability space a pixel whose probabilities are exactly 0 on every
   selected class (possible only for hand-made ``P``) gets ``L / sum(L)``.
+* **Empty batches.** A batch of 0 images (or of 0 pixels) gives an empty
+  result of the input's shape and dtype.
 """
 
 from __future__ import annotations
@@ -115,6 +117,8 @@ def fuse_log(logits: Tensor, labels: Tensor) -> Tensor:
         raise ValueError("logits contain NaN or infinite values")
     batch, num_classes = logits.shape[:2]
     labels = check_labels(labels, batch, num_classes)
+    if logits.numel() == 0:  # nothing to fuse; the kernel's reductions need a non-empty tensor
+        return logits.clone()
     weights = _with_empty_rows_filled(labels).to(logits.device)[:, :, None, None]
     return fast_masked_log_softmax(logits, weights)  # = masked_log_softmax, on present channels only
 

@@ -15,6 +15,13 @@ class is *kept* when its weight is > 0 (soft weights count as presence; their re
 measured), and P' is the Eq. 1 "dot" fusion (``imgpix.fusion.fuse_log``), not the "add" or
 "logit_add" ablations. An all-zero row keeps every class (the fallback rule: that image is unfused), so it
 removes nothing. Float16/bfloat16 logits are computed in float32, float64 in float64.
+
+**Logits, not probabilities.** Every function takes logits z (softmax(z) = P). Input that looks like
+probabilities is refused with ``ValueError``: every value in [0, 1] and every pixel summing to 1 over
+the classes (to :data:`imgpix.fusion.SUM_TOLERANCE`). The rule also refuses the few logits that look so:
+one-hot logits and the constant logit 1/N at every class (whose softmax is uniform, as that of any
+constant, e.g. the all-zero logits of an untrained net, which pass). Pass ``probs.log()`` instead
+(``probs.clamp_min(1e-12).log()`` where some probability is 0).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import torch
 from torch import Tensor
 
 from .data.common import IGNORE_INDEX
-from .fusion import check_labels, check_maps
+from .fusion import SUM_TOLERANCE, check_labels, check_maps
 from .labels import from_masks
 
 
@@ -34,7 +41,23 @@ def _logits(logits: Tensor) -> Tensor:
         raise ValueError(f"logits must be floating point, got {logits.dtype}")
     if not bool(torch.isfinite(logits).all()):
         raise ValueError("logits contain NaN or infinite values")
+    if _looks_like_probabilities(logits):
+        raise ValueError("logits look like probabilities (every value in [0, 1], every pixel summing to 1 over "
+                         "the classes): pass logits, e.g. probs.log() (probs.clamp_min(1e-12).log() where a "
+                         "probability is 0)")
     return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+
+
+def _looks_like_probabilities(z: Tensor) -> bool:
+    """Every value of z [B,N,H,W] in [0, 1] and each pixel's sum over the classes within the tolerance of
+    :func:`imgpix.fusion.fuse` of 1 (False for an empty tensor)."""
+    if z.numel() == 0:
+        return False
+    low, high = torch.aminmax(z)
+    if bool(low < 0) or bool(high > 1):
+        return False
+    tolerance = max(SUM_TOLERANCE, z.shape[1] * torch.finfo(z.dtype).eps)
+    return bool(((z.sum(dim=1, dtype=torch.float64) - 1).abs() <= tolerance).all())
 
 
 def _kept(labels: Tensor, logits: Tensor) -> Tensor:
@@ -82,7 +105,8 @@ def removed_nats(logits: Tensor, labels: Tensor) -> Tensor:
 
     Equals ``CE(P, y) - CE(P', y)`` at every pixel whose true class y is kept; ``log(N/|L|)``
     for uniform logits. Finite for any finite logits (±1e4 included). Raises ``ValueError`` on
-    bad shapes, labels outside [0, 1] or non-finite logits.
+    bad shapes, labels outside [0, 1], non-finite logits or probabilities passed as logits (see the
+    module docstring).
     """
     z = _logits(logits)
     return _removed(_LogSumExp(z), _LogSumExp(_only(z, _kept(labels, z))))
@@ -154,6 +178,7 @@ def audit(logits: Tensor, labels: Tensor, target: Tensor, ignore_index: int = IG
 
     An empty label row keeps every class (size = N, nothing removed). A mean over no pixel is NaN:
     an image with no kept pixel has NaN ``ce_*`` and ``removed``; one with no labelled pixel is
-    NaN throughout the means.
+    NaN throughout the means. A batch of 0 images gives empty tensors. Raises ``ValueError`` as
+    :func:`removed_nats` does (probabilities passed as logits included) and on a bad ``target``.
     """
     return Audit(logits, target, ignore_index)(labels)

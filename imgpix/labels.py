@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -30,7 +31,7 @@ def from_masks(masks: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX
         raise ValueError(f"masks must have shape [B, H, W], got {tuple(masks.shape)}")
     if masks.is_floating_point():
         raise ValueError("masks must hold integer class ids")
-    flat = masks.reshape(masks.shape[0], -1).long()
+    flat = masks.flatten(1).long()  # [B, H*W], also for B = 0
     valid = flat != ignore_index
     if bool(((flat < 0) | (flat >= num_classes))[valid].any()):
         raise ValueError(f"mask values must lie in [0, {num_classes}) or equal {ignore_index}")
@@ -44,6 +45,10 @@ def threshold(scores: Tensor, tau: float) -> Tensor:
     return scores >= check_tau(tau)
 
 
+class LabelClampWarning(UserWarning):
+    """A non-strict :class:`LabelSource` clamped m or k on some images (see :func:`clamped`)."""
+
+
 def corrupt(
     labels: Tensor,
     m: int = 0,
@@ -51,30 +56,86 @@ def corrupt(
     generator: torch.Generator | None = None,
     protected: Iterable[int] = (),
     outlier_weights: Tensor | None = None,
+    *,
+    strict: bool = True,
 ) -> Tensor:
-    """Cases 1-3: keep ``min(k, n)`` of each row's n true classes, add ``min(m, available)`` outliers.
+    """Cases 1-3: keep k of each row's n true classes and add m outliers.
 
     ``k=None`` keeps all true classes (Case 1), ``m=0`` adds none (Case 2); both at
     once is Case 3. Classes in ``protected`` (e.g. background) are outside the game:
-    kept when present, never added, and not counted by k or m. Outliers are drawn
+    kept when present, never added, and not counted by n, k or m. Outliers are drawn
     without replacement among the absent unprotected classes, uniformly or with
     probability proportional to ``outlier_weights`` ([N] or [B, N], >= 0; classes of
     weight 0 are drawn last). Returns a new bool tensor; deterministic for a seeded
     ``generator``.
+
+    Bounds per row, with U = N - |protected| and n the row's unprotected true classes:
+    ``k <= n`` and ``m <= U - n``. ``strict=True`` raises ``ValueError`` naming the first
+    row that breaks one; ``strict=False`` clamps that row (keeps ``min(k, n)``, adds
+    ``min(m, U - n)``) and :func:`clamped` says which rows it clamped. ``m > U`` or
+    ``k > U`` fits no row and raises either way.
     """
-    if m < 0:
-        raise ValueError(f"m must be >= 0, got {m}")
-    if k is not None and k < 1:
-        raise ValueError(f"k must be >= 1 (or None to keep all), got {k}")
+    _check_m_k(m, k)
     if labels.dim() != 2:
         raise ValueError(f"labels must have shape [B, N], got {tuple(labels.shape)}")
     source = labels.bool().cpu()
     weights = _outlier_weights(outlier_weights, source.shape)
     protected_mask = _protected_mask(protected, source.shape[1])
+    _check_bounds(source, m, k, protected_mask, strict)
     noisy = torch.zeros_like(source)
     for row, present in enumerate(source):
         noisy[row] = _corrupt_row(present, m, k, generator, protected_mask, weights[row])
     return noisy.to(labels.device)
+
+
+def clamped(labels: Tensor, m: int = 0, k: int | None = None, protected: Iterable[int] = ()) -> Tensor:
+    """[B] bool: the rows of ``labels`` [B, N] where :func:`corrupt` with ``strict=False`` clamps m or k.
+
+    A row is clamped when ``k > n`` (it keeps its n true classes) or ``m > U - n`` (it gets
+    every absent unprotected class), with n and U as in :func:`corrupt`.
+    """
+    _check_m_k(m, k)
+    if labels.dim() != 2:
+        raise ValueError(f"labels must have shape [B, N], got {tuple(labels.shape)}")
+    _, few, full = _clamps(labels.bool().cpu(), m, k, _protected_mask(protected, labels.shape[1]))
+    return few | full
+
+
+def _check_m_k(m: int, k: int | None) -> None:
+    if m < 0:
+        raise ValueError(f"m must be >= 0, got {m}")
+    if k is not None and k < 1:
+        raise ValueError(f"k must be >= 1 (or None to keep all), got {k}")
+
+
+def _clamps(present: Tensor, m: int, k: int | None, protected: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per row [B]: n (unprotected true classes), whether ``k > n`` and whether ``m > U - n``."""
+    n, free = (present & ~protected).sum(dim=1), int((~protected).sum())
+    return n, (n < k) if k is not None else torch.zeros_like(n, dtype=torch.bool), m > free - n
+
+
+def _check_bounds(present: Tensor, m: int, k: int | None, protected: Tensor, strict: bool) -> None:
+    """ValueError when m or k fits no row (``> U``) or, if ``strict``, the first row it does not fit."""
+    free = int((~protected).sum())
+    note = f"N={present.shape[1]} classes, {present.shape[1] - free} protected"
+    if m > free:
+        raise ValueError(f"m={m} outliers exceed the U={free} classes that can be outliers ({note}): "
+                         "no image can get them (bound m <= U)")
+    if k is not None and k > free:
+        raise ValueError(f"k={k} exceeds the U={free} unprotected classes ({note}): no image has k true classes "
+                         "to keep (bound k <= U; k=None keeps all)")
+    if not strict:
+        return
+    n, few, full = _clamps(present, m, k, protected)
+    if not bool((few | full).any()):
+        return
+    row = int((few | full).nonzero()[0])
+    n = int(n[row])
+    if few[row]:
+        raise ValueError(f"k={k} exceeds the n={n} unprotected true classes of image {row} (bound k <= n); "
+                         "strict=False keeps all n of them")
+    raise ValueError(f"m={m} exceeds the {free - n} absent unprotected classes of image {row} "
+                     f"(bound m <= U - n = {free} - {n}); strict=False adds all of them")
 
 
 def _protected_mask(protected: Iterable[int], num_classes: int) -> Tensor:
@@ -130,6 +191,12 @@ class LabelSource:
     thresholded at ``tau``), ``noisy`` (oracle labels corrupted by :func:`corrupt` with
     ``m``, ``k``, ``protected``; its noise stream is seeded by ``seed``). ``protected``
     classes (e.g. background) are always kept by ``labeler`` and ``noisy``.
+
+    ``strict`` (noisy only): True refuses, in :meth:`resolve`, an image whose n true classes
+    cannot give k kept or m outliers (``ValueError`` naming m or k, the image and the bound).
+    False (the default, so that Cases 1-3 run on every image of a dataset) clamps such an image
+    as :func:`corrupt` does, warns with :class:`LabelClampWarning`, and :meth:`clamped` says
+    which images were clamped. An m or k that fits no image raises either way.
     """
 
     kind: str = "oracle"
@@ -139,17 +206,21 @@ class LabelSource:
     seed: int = 0
     protected: tuple[int, ...] = ()
     tag: str = ""  # appended to ``name``: tells apart sources that differ in what ``resolve`` is given
+    strict: bool = False
 
     def __post_init__(self):
         if self.kind not in SOURCE_KINDS:
             raise ValueError(f"label source must be one of {SOURCE_KINDS}, got {self.kind!r}")
         check_tau(self.tau)
-        corrupt(torch.zeros(1, 1, dtype=torch.bool), self.m, self.k)  # the same checks of m and k
+        _check_m_k(self.m, self.k)
         object.__setattr__(self, "protected", tuple(int(c) for c in self.protected))
 
     @classmethod
     def parse(cls, text: str, **defaults) -> "LabelSource":
         """``none``, ``oracle``, ``labeler`` / ``labeler@0.3``, ``noisy:m=3,k=1`` (k=all keeps every class)."""
+        if not isinstance(text, str):
+            raise ValueError(f"a label source is a string: none, oracle, labeler[@tau] or noisy:m=M,k=K "
+                             f"(e.g. 'noisy:m=3,k=1'), got {type(text).__name__} {text!r}")
         text = text.strip()
         labeler = re.fullmatch(r"labeler(?:@([0-9.]+))?", text)
         noisy = re.fullmatch(r"noisy:m=(\d+),k=(\d+|all)", text)
@@ -185,18 +256,40 @@ class LabelSource:
                 presence: Tensor | None = None) -> Tensor | None:
         """The [B, N] bool labels to fuse, or None for the unfused prediction.
 
-        ``presence``: ``from_masks(masks, num_classes)`` when the caller has it already."""
+        ``presence``: ``from_masks(masks, num_classes)`` when the caller has it already. A noisy
+        source refuses or clamps the images m or k does not fit (see ``strict``)."""
         if self.kind == "none":
             return None
         if self.kind == "labeler":
             if scores is None:
                 raise ValueError("label source 'labeler' needs labeler scores: the model has no labeler")
             labels = threshold(scores, self.tau)
-            labels[:, _protected_mask(self.protected, labels.shape[1]).to(labels.device)] = True  # e.g. background: not an image-level class, always kept
+            # e.g. background: not an image-level class, always kept
+            labels[:, _protected_mask(self.protected, labels.shape[1]).to(labels.device)] = True
             return labels
-        if masks is None and presence is None:
-            raise ValueError(f"label source {self.name!r} needs the ground-truth masks")
-        oracle = from_masks(masks, num_classes) if presence is None else presence
+        oracle = self._oracle(num_classes, masks, presence)
         if self.kind == "oracle":
             return oracle
-        return corrupt(oracle, self.m, self.k, generator, self.protected, outlier_weights)
+        labels = corrupt(oracle, self.m, self.k, generator, self.protected, outlier_weights, strict=self.strict)
+        self._warn_clamped(oracle)
+        return labels
+
+    def clamped(self, num_classes: int, masks: Tensor | None = None, presence: Tensor | None = None) -> Tensor:
+        """[B] bool: the images whose m or k :meth:`resolve` clamps (all False but for a non-strict noisy source)."""
+        oracle = self._oracle(num_classes, masks, presence)
+        if self.kind != "noisy" or self.strict:
+            return torch.zeros(oracle.shape[0], dtype=torch.bool)
+        return clamped(oracle, self.m, self.k, self.protected)
+
+    def _oracle(self, num_classes: int, masks: Tensor | None, presence: Tensor | None) -> Tensor:
+        if masks is None and presence is None:
+            raise ValueError(f"label source {self.name!r} needs the ground-truth masks")
+        return from_masks(masks, num_classes) if presence is None else presence
+
+    def _warn_clamped(self, oracle: Tensor) -> None:
+        _, few, full = _clamps(oracle.bool().cpu(), self.m, self.k, _protected_mask(self.protected, oracle.shape[1]))
+        reasons = ["k > n (they keep their n true classes)"] * bool(few.any())
+        reasons += ["m > U - n (they get every absent unprotected class)"] * bool(full.any())
+        if reasons and not self.strict:
+            warnings.warn(f"label source {self.name}: clamped on the images where {' or '.join(reasons)}; "
+                          "LabelSource.clamped says which, strict=True refuses them", LabelClampWarning, stacklevel=3)

@@ -14,6 +14,7 @@ import torch
 from hypothesis import given, strategies as st
 
 from imgpix import fuse, fuse_log
+from imgpix.fusion import LOG_FUSION_MODES, fused_log_probs
 from strategies import MODERATE_SCALES, cases, filled, full_labels, ref_fuse, ref_fuse_add, ref_log
 
 
@@ -272,6 +273,26 @@ def test_fuse_preserves_dtype_and_shape(dtype):
 
 
 # ------------------------------------------------------------ addition mode
+@pytest.mark.parametrize("shape", [(0, 4, 3, 3), (2, 4, 0, 3)])
+@pytest.mark.parametrize("labels", [torch.zeros(0, 4), torch.ones(4)], ids=["rows", "one_d"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+def test_no_image_or_no_pixel_gives_an_empty_result(shape, labels, dtype):
+    """fuse_log of an empty batch used to raise a torch RuntimeError; every form of Eq. 1 is empty instead."""
+    labels = labels if labels.dim() == 1 or shape[0] == 0 else torch.ones(shape[0], 4)
+    logits = torch.zeros(shape, dtype=dtype, requires_grad=True)
+    out = fuse_log(logits, labels)
+    assert out.shape == shape and out.dtype == dtype
+    out.sum().backward()
+    assert logits.grad.shape == shape
+    for mode in LOG_FUSION_MODES:
+        assert fused_log_probs(logits, labels, mode).shape == shape
+    for mode in ("dot", "add"):
+        fused = fuse(torch.full(shape, 0.25, dtype=dtype), labels, mode=mode)
+        assert fused.shape == shape and fused.dtype == dtype
+    with pytest.raises(ValueError, match="label batch size"):
+        fuse_log(logits, torch.ones(shape[0] + 1, 4))
+
+
 @given(cases(soft=None, scales=MODERATE_SCALES + (1e4,)))
 def test_add_mode_formula_and_normalisation(case):
     p = probs_of(case)

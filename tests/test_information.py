@@ -14,9 +14,19 @@ from imgpix.data import IGNORE_INDEX
 from imgpix.information import Audit, audit, removed_nats
 from imgpix.labels import corrupt, from_masks
 from imgpix.models import build_segmenter
-from tests.strategies import MODERATE_SCALES, cases, filled
+from strategies import MODERATE_SCALES, cases, filled
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _like_probabilities(z: torch.Tensor) -> bool:
+    """The rule that refuses input as probabilities: values in [0, 1], each pixel summing to 1."""
+    return bool(((z >= 0) & (z <= 1)).all()) and bool(((z.double().sum(1) - 1).abs() <= 1e-3).all())
+
+
+def logit_cases(**kwargs):
+    """:func:`cases` without the logits that look like probabilities (e.g. one-hot ties of two classes)."""
+    return cases(**kwargs).filter(lambda case: not _like_probabilities(case.logits))
 
 
 @st.composite
@@ -36,7 +46,7 @@ def uniform_images(draw):
 
 
 # ------------------------------------------------------------------ the exact identity
-@given(cases(dtype=torch.float64))
+@given(logit_cases(dtype=torch.float64))
 def test_identity_against_float64_ce_difference(case):
     """At every kept class c: log P'_c - log P_c = CE(P, c) - CE(P', c) = removed_nats."""
     z, labels = case.logits, case.labels
@@ -46,12 +56,12 @@ def test_identity_against_float64_ce_difference(case):
     torch.testing.assert_close(diff[keep], expected[keep], atol=1e-6, rtol=0)
 
 
-@given(cases(dtype=torch.float64, soft=True))
+@given(logit_cases(dtype=torch.float64, soft=True))
 def test_soft_labels_count_as_presence(case):
     assert torch.equal(removed_nats(case.logits, case.labels), removed_nats(case.logits, case.labels > 0))
 
 
-@given(cases(dtype=torch.float64))
+@given(logit_cases(dtype=torch.float64))
 def test_audit_ce_difference_is_removed(case):
     z, labels = case.logits, case.labels
     target = torch.randint(0, z.shape[1], (z.shape[0], *z.shape[2:]), generator=torch.Generator().manual_seed(0))
@@ -96,21 +106,21 @@ def test_uniform_prediction_gives_the_theory(image, data):
 
 
 # ------------------------------------------------------------------ invariants
-@given(cases())
+@given(logit_cases())
 def test_removed_is_nonnegative_and_finite(case):
     removed = removed_nats(case.logits, case.labels)
     assert removed.shape == (case.shape[0], *case.shape[2:])
     assert bool(torch.isfinite(removed).all()) and bool((removed >= 0).all())
 
 
-@given(cases())
+@given(logit_cases())
 def test_nothing_removed_when_every_class_is_kept(case):
     z = case.logits
     assert bool((removed_nats(z, torch.ones(z.shape[1])) == 0).all())
     assert bool((removed_nats(z, torch.zeros(z.shape[0], z.shape[1])) == 0).all())  # empty row: unfused
 
 
-@given(cases(dtype=torch.float64), st.data())
+@given(logit_cases(dtype=torch.float64), st.data())
 def test_adding_a_class_never_increases_removed(case, data):
     labels = filled(case.labels, case.shape[0]).clone()
     row, cls = data.draw(st.integers(0, labels.shape[0] - 1)), data.draw(st.integers(0, labels.shape[1] - 1))
@@ -120,7 +130,7 @@ def test_adding_a_class_never_increases_removed(case, data):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@given(case=cases(scales=MODERATE_SCALES))
+@given(case=logit_cases(scales=MODERATE_SCALES))
 def test_half_precision_computed_in_float32(dtype, case):
     z = case.logits.to(dtype)
     removed = removed_nats(z, case.labels)
@@ -178,6 +188,39 @@ def test_bad_input_raises(logits, labels, match):
         removed_nats(logits, labels)
     with pytest.raises(ValueError, match=match):
         audit(logits, labels, torch.zeros(logits.shape[0], 2, 2, dtype=torch.long))
+
+
+def test_probabilities_are_refused_and_their_log_is_not():
+    """softmax(z) passed as logits used to give wrong nats: refused, naming the fix; probs.log() is logits."""
+    z = torch.randn(2, 5, 3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    probs, labels, target = torch.softmax(z, 1), torch.tensor([1, 1, 0, 0, 1]), torch.randint(0, 5, (2, 3, 3))
+    for call in (lambda x: removed_nats(x, labels), lambda x: audit(x, labels, target), lambda x: Audit(x, target)):
+        with pytest.raises(ValueError, match=r"logits look like probabilities .* pass logits, e\.g\. probs\.log\(\)"):
+            call(probs)
+        with pytest.raises(ValueError, match="look like probabilities"):
+            call(probs.float().half())
+    torch.testing.assert_close(removed_nats(probs.log(), labels), removed_nats(z, labels))
+    torch.testing.assert_close(audit(probs.log(), labels, target)["removed"], audit(z, labels, target)["removed"])
+
+
+def test_the_probability_rule_on_constant_and_one_hot_logits():
+    """Constant logits are uniform: zeros (an untrained net) and any c with N * c != 1 pass; the constant
+    1/N sums to 1 per pixel and is refused, as are one-hot logits (documented in the module)."""
+    for c in (0.0, 0.3, -2.0, 1.0):
+        assert removed_nats(torch.full((1, 4, 2, 2), c), torch.tensor([1, 1, 0, 0])).flatten().tolist() == \
+            pytest.approx([math.log(2)] * 4)
+    one_hot = torch.nn.functional.one_hot(torch.randint(0, 4, (1, 2, 2)), 4).permute(0, 3, 1, 2).float()
+    for z in (torch.full((1, 4, 2, 2), 0.25), one_hot):
+        with pytest.raises(ValueError, match="look like probabilities"):
+            removed_nats(z, torch.ones(4))
+    assert removed_nats(torch.full((1, 4, 2, 2), 0.25) - 1, torch.ones(4)).shape == (1, 2, 2)  # shifted: logits
+
+
+def test_a_batch_of_no_image_gives_empty_results():
+    z = torch.zeros(0, 4, 3, 3)
+    assert removed_nats(z, torch.zeros(0, 4)).shape == (0, 3, 3)
+    a = audit(z, torch.zeros(0, 4), torch.zeros(0, 3, 3, dtype=torch.long))
+    assert all(value.shape == (0,) for value in a.values())
 
 
 @pytest.mark.parametrize("target, match", [

@@ -3,12 +3,14 @@ outliers), and LabelSource (parse, names, resolve)."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import assume, given, strategies as st
 
 from imgpix import labels as lb
-from imgpix.labels import DEFAULT_TAU, LabelSource
+from imgpix.labels import DEFAULT_TAU, LabelClampWarning, LabelSource
 from strategies import class_subsets, label_sets, outlier_weights
 
 SEEDS = st.integers(0, 2**31 - 1)
@@ -69,6 +71,10 @@ def test_from_masks_float_and_bad_shape_raise():
         lb.from_masks(torch.zeros(4, dtype=torch.long), 4)
 
 
+def test_from_masks_of_no_image_is_empty():
+    assert lb.from_masks(torch.zeros(0, 3, 2, dtype=torch.long), 4).shape == (0, 4)
+
+
 # ------------------------------------------------------------ tau and threshold
 @pytest.mark.parametrize("tau", [0, 0.0, DEFAULT_TAU, 1, 1.0])
 def test_check_tau_accepts_the_unit_interval(tau):
@@ -97,14 +103,26 @@ def test_threshold_tau_outside_unit_interval_raises(tau):
 # ------------------------------------------------------------ corrupt: the rules
 @given(label_sets(max_n=12), st.integers(0, 14), st.one_of(st.none(), st.integers(1, 12)), SEEDS, st.data())
 def test_corrupt_rules(labels, m, k, seed, data):
-    """Per row: protected classes as they were; min(k, n) of the n unprotected true classes kept;
-    min(m, a) outliers among the a absent unprotected classes; a zero-weight class only once every
-    class of positive weight is drawn."""
+    """Per row, not strict: protected classes as they were; min(k, n) of the n unprotected true
+    classes kept; min(m, a) outliers among the a absent unprotected classes; a zero-weight class
+    only once every class of positive weight is drawn. ``clamped`` marks the rows where k > n or
+    m > a; strict refuses exactly when one is marked; m or k above U = N - |protected| always."""
     batch, n = labels.shape
     protected = data.draw(class_subsets(n))
     weights = data.draw(outlier_weights(batch, n))
     original = labels.clone()
-    out = lb.corrupt(labels, m, k, seeded(seed), protected, weights)
+    if m > n - len(protected) or (k or 0) > n - len(protected):
+        for strict in (True, False):
+            with pytest.raises(ValueError, match="no image"):
+                lb.corrupt(labels, m, k, seeded(seed), protected, weights, strict=strict)
+        return
+    out = lb.corrupt(labels, m, k, seeded(seed), protected, weights, strict=False)
+    rows = lb.clamped(labels, m, k, protected)
+    if rows.any():
+        with pytest.raises(ValueError, match=rf"image {int(rows.nonzero()[0])} "):
+            lb.corrupt(labels, m, k, seeded(seed), protected, weights)
+    else:
+        assert torch.equal(lb.corrupt(labels, m, k, seeded(seed), protected, weights), out)
     assert torch.equal(labels, original), "input mutated"
     assert out.dtype == torch.bool and out.shape == labels.shape
     is_protected = torch.zeros(n, dtype=torch.bool)
@@ -118,6 +136,7 @@ def test_corrupt_rules(labels, m, k, seed, data):
         candidates = ~true & ~is_protected
         added = got & ~true
         assert int(added.sum()) == min(m, int(candidates.sum()))
+        assert bool(rows[row]) == ((k or 0) > objects or m > int(candidates.sum()))
         positive = candidates & (w[row] > 0)
         if int(added.sum()) <= int(positive.sum()):
             assert not (added & ~positive).any(), "a zero-weight class drawn before a positive one"
@@ -128,8 +147,9 @@ def test_corrupt_rules(labels, m, k, seed, data):
 @given(label_sets(max_n=12), st.integers(0, 5), st.integers(1, 5), SEEDS, st.data())
 def test_corrupt_is_deterministic_for_a_seed(labels, m, k, seed, data):
     weights = data.draw(outlier_weights(*labels.shape))
-    a = lb.corrupt(labels, m, k, seeded(seed), outlier_weights=weights)
-    b = lb.corrupt(labels, m, k, seeded(seed), outlier_weights=weights)
+    m, k = min(m, labels.shape[1]), min(k, labels.shape[1])
+    a = lb.corrupt(labels, m, k, seeded(seed), outlier_weights=weights, strict=False)
+    b = lb.corrupt(labels, m, k, seeded(seed), outlier_weights=weights, strict=False)
     assert torch.equal(a, b)
 
 
@@ -138,12 +158,14 @@ def test_corrupt_is_deterministic_for_a_seed(labels, m, k, seed, data):
 def test_one_seed_nests_the_cases(labels, m1, m2, k1, k2, seed, data):
     """With one seed, Case 3 is Case 2's kept classes plus Case 1's outliers: the kept classes do
     not depend on m, the outliers not on k, and a larger m or k extends the same draw."""
-    (m1, m2), (k1, k2) = sorted((m1, m2)), sorted((k1, k2))
     protected = data.draw(class_subsets(labels.shape[1]))
+    free = labels.shape[1] - len(protected)
+    (m1, m2), (k1, k2) = sorted((min(m1, free), min(m2, free))), sorted((min(k1, free), min(k2, free)))
+    assume(k1 >= 1)
     weights = data.draw(outlier_weights(*labels.shape))
 
     def run(m, k):
-        return lb.corrupt(labels, m, k, seeded(seed), protected, weights)
+        return lb.corrupt(labels, m, k, seeded(seed), protected, weights, strict=False)
 
     case2 = run(0, k1)
     assert torch.equal(run(m2, k1) & labels, case2)
@@ -188,9 +210,11 @@ def test_protected_classes_are_outside_the_game():
         # k counts unprotected classes only: two protected ones do not use up k=1
         out = lb.corrupt(labels, k=1, generator=seeded(seed), protected=[0, 2])
         assert torch.equal(out, torch.tensor([[True, True, True, False]]))
-        # the only absent class is protected: no outlier can be added
-        out = lb.corrupt(labels, m=1, generator=seeded(seed), protected=[3])
+        # the only absent class is protected: no outlier can be added (a clamp, refused when strict)
+        out = lb.corrupt(labels, m=1, generator=seeded(seed), protected=[3], strict=False)
         assert torch.equal(out, labels)
+        with pytest.raises(ValueError, match=r"m=1 exceeds the 0 absent unprotected classes of image 0"):
+            lb.corrupt(labels, m=1, generator=seeded(seed), protected=[3])
         # an absent protected class stays off, and m counts the others
         out = lb.corrupt(torch.tensor([[False, True, False, False]]), m=1, generator=seeded(seed), protected=[0])
         assert not out[0, 0] and out[0, 1] and int(out.sum()) == 2
@@ -251,6 +275,41 @@ def test_corrupt_bad_shape_raises():
         lb.corrupt(torch.ones(4, dtype=torch.bool), m=1)
 
 
+# ------------------------------------------------------------ corrupt: bounds, strict or clamped
+def test_strict_corrupt_names_k_or_m_the_image_and_the_bound():
+    labels = torch.tensor([[True, True, True, False, False, False], [True, True, False, False, False, False]])
+    with pytest.raises(ValueError, match=r"k=2 exceeds the n=1 unprotected true classes of image 1 \(bound k <= n\)"):
+        lb.corrupt(labels, k=2, generator=seeded(0), protected=[0])
+    with pytest.raises(ValueError, match=r"m=4 exceeds the 3 absent unprotected classes of image 0 "
+                                         r"\(bound m <= U - n = 5 - 2\)"):
+        lb.corrupt(labels, m=4, generator=seeded(0), protected=[0])
+    assert lb.corrupt(labels, m=3, k=1, generator=seeded(0), protected=[0]).sum(1).tolist() == [5, 5]
+    assert lb.clamped(labels, m=3, k=1, protected=[0]).tolist() == [False, False]
+    assert lb.clamped(labels, m=4, k=2, protected=[0]).tolist() == [True, True]
+    assert lb.clamped(labels, k=2, protected=[0]).tolist() == [False, True]
+    kept = lb.corrupt(labels, k=2, generator=seeded(0), protected=[0], strict=False)
+    assert torch.equal(kept, labels), "k > n keeps the n true classes"
+
+
+def test_k_equal_to_n_is_no_clamp():
+    """k = n keeps every true class as asked: Case 2 on an image with one object and k = 1."""
+    labels = torch.tensor([[True, True, False, False]])
+    assert torch.equal(lb.corrupt(labels, k=1, generator=seeded(0), protected=[0]), labels)
+    assert not lb.clamped(labels, k=1, protected=[0]).any()
+
+
+@pytest.mark.parametrize("strict", [True, False])
+@pytest.mark.parametrize("kwargs, match", [
+    ({"m": 30}, r"m=30 outliers exceed the U=20 classes that can be outliers \(N=21 classes, 1 protected\)"),
+    ({"m": 21}, "U=20"), ({"k": 21}, r"k=21 exceeds the U=20 unprotected classes"),
+])
+def test_m_or_k_that_fits_no_image_always_raises(kwargs, match, strict):
+    labels = torch.zeros(2, 21, dtype=torch.bool)
+    labels[:, :2] = True
+    with pytest.raises(ValueError, match=match):
+        lb.corrupt(labels, generator=seeded(0), protected=[0], strict=strict, **kwargs)
+
+
 # ------------------------------------------------------------ LabelSource
 @pytest.mark.parametrize("text, expected, name", [
     ("none", LabelSource("none"), "unfused"),
@@ -282,6 +341,13 @@ def test_parse_keeps_defaults_and_the_spec_wins():
 ])
 def test_parse_rejects_bad_specs(text, match):
     with pytest.raises(ValueError, match=match):
+        LabelSource.parse(text)
+
+
+@pytest.mark.parametrize("text", [3, None, 0.5, b"oracle", ["oracle"]])
+def test_parse_refuses_what_is_not_a_string(text):
+    with pytest.raises(ValueError, match=r"a label source is a string: none, oracle, labeler\[@tau\] or "
+                                         r"noisy:m=M,k=K \(e.g. 'noisy:m=3,k=1'\)"):
         LabelSource.parse(text)
 
 
@@ -351,3 +417,44 @@ def test_resolve_noisy_is_corrupt_of_the_oracle(weights):
 def test_resolve_without_what_the_source_needs_raises(source, kwargs, match):
     with pytest.raises(ValueError, match=match):
         source.resolve(N, **kwargs)
+
+
+# ------------------------------------------------------------ LabelSource: m or k that do not fit
+SCENE = torch.tensor([[[0, 1, 2], [3, 0, 0]], [[0, 0, 1], [0, 0, 0]]])  # n = 3 and 1 objects besides background 0
+
+
+def test_source_refuses_m_or_k_that_fits_no_image():
+    """noisy:m=30 with N=21 used to give every image its 19 or 20 absent classes."""
+    for strict in (False, True):
+        source = LabelSource.parse("noisy:m=30,k=1", protected=(0,), strict=strict)
+        with pytest.raises(ValueError, match="m=30 outliers exceed the U=20"):
+            source.resolve(21, SCENE, generator=source.generator())
+
+
+def test_non_strict_source_clamps_warns_and_counts():
+    """noisy:m=0,k=5 on images of n = 3 and 1 objects: each keeps its objects, a LabelClampWarning says
+    so and ``clamped`` says which images; strict=True refuses naming k, the image and the bound."""
+    source = LabelSource.parse("noisy:m=0,k=5", protected=(0,))
+    with pytest.warns(LabelClampWarning, match=r"noisy\(m=0,k=5\): clamped on the images where k > n"):
+        labels = source.resolve(21, SCENE, generator=source.generator())
+    assert torch.equal(labels, lb.from_masks(SCENE, 21))
+    assert source.clamped(21, SCENE).tolist() == [True, True]
+    assert source.clamped(21, presence=lb.from_masks(SCENE, 21)).tolist() == [True, True]
+    strict = LabelSource.parse("noisy:m=0,k=2", protected=(0,), strict=True)
+    with pytest.raises(ValueError, match=r"k=2 exceeds the n=1 unprotected true classes of image 1 \(bound k <= n\)"):
+        strict.resolve(21, SCENE, generator=strict.generator())
+    assert not strict.clamped(21, SCENE).any(), "a strict source never clamps: it refuses"
+    mixed = LabelSource.parse("noisy:m=2,k=2", protected=(0,))
+    with pytest.warns(LabelClampWarning):
+        mixed.resolve(21, SCENE, generator=mixed.generator())
+    assert mixed.clamped(21, SCENE).tolist() == [False, True]
+
+
+def test_source_that_fits_every_image_neither_warns_nor_clamps():
+    """The experiment's Case 2 (k=1) on an image with one object keeps it: k = n is no clamp."""
+    for text in ("noisy:m=3,k=1", "noisy:m=0,k=1", "noisy:m=17,k=all", "oracle", "none"):
+        source = LabelSource.parse(text, protected=(0,))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            source.resolve(21, SCENE, generator=source.generator())
+        assert not source.clamped(21, SCENE).any()

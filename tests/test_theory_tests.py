@@ -4,6 +4,7 @@ the real untrained segmentation net."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -20,10 +21,16 @@ FAST = {"n_resamples": 499}
 
 
 def synthetic(scales: dict[str, float], noise: float = 0.0, images: int = 40, seeds: int = 2,
-              conditions=("oracle", "case1", "case2", "case3")) -> pd.DataFrame:
-    """Per-image rows whose nats are ``scale`` x the uniform-limit values (+ noise): scale 1 obeys the theory."""
+              conditions=("oracle", "case1", "case2", "case3"), m: int | None = None, k: int | None = None,
+              oracle_images: int = 0) -> pd.DataFrame:
+    """Per-image rows whose nats are ``scale`` x the uniform-limit values (+ noise): scale 1 obeys the theory.
+
+    ``m``, ``k``: one value for every image (else drawn per image); the first ``oracle_images`` images
+    keep all their n true labels in Cases 2 and 3 (k >= n: Case 2 equals the oracle)."""
     rng = np.random.default_rng(0)
     counts = [(int(n), int(rng.integers(1, 5)), int(rng.integers(1, n))) for n in rng.integers(2, 7, images)]
+    counts = [(n, m or drawn_m, n if i < oracle_images else k or drawn_k)
+              for i, (n, drawn_m, drawn_k) in enumerate(counts)]
     rows = []
     for model, scale in scales.items():
         for seed in range(seeds if model != tt.UNTRAINED else 1):
@@ -89,7 +96,8 @@ def test_missing_conditions_are_not_tested():
 
 def test_equation_tests_report_the_control_beside_the_theory():
     tests = tt.equation_tests(synthetic({"trained": 1.0}, noise=0.05), N, **FAST).set_index("equation")
-    assert not tests.loc["4", "x_varies"] and np.isnan(tests.loc["4", "slope"])
+    assert not tests.loc["4", "x_varies"] and tests.loc["4", "slope"] is None
+    assert "not tested: x does not vary" in tests.loc["4", "note"]
     assert tests.loc["4", "ratio"] == pytest.approx(1.0, abs=0.01)
     for eq in ("5", "6", "9/10", "11/12", "13/14"):
         row = tests.loc[eq]
@@ -99,7 +107,8 @@ def test_equation_tests_report_the_control_beside_the_theory():
 
 def test_roles_match_experiment_names_and_pool_case1():
     table = synthetic({tt.UNTRAINED: 1.0})
-    renamed = table.replace({"condition": {"case1": "case1 (m=3)", "case2": "case2 (k=1)", "case3": "case3 (m=3, k=1)"}})
+    names = {"case1": "case1 (m=3)", "case2": "case2 (k=1)", "case3": "case3 (m=3, k=1)"}
+    renamed = table.replace({"condition": names})
     more = table[table.condition == "case1"].assign(condition="case1 (m=5)", outliers=5)
     more = more.assign(size=more.n + 5, removed=np.log(N / (more.n + 5)))
     distant = more.assign(condition="case1 (m=5) distant", removed=0.0)  # not a role: must be ignored
@@ -108,6 +117,58 @@ def test_roles_match_experiment_names_and_pool_case1():
     assert tests.loc["11/12", "rows"] == tests.loc["13/14", "rows"] == 40
     with pytest.raises(ValueError, match="several conditions"):
         tt.equation_tests(pd.concat([table, table.query("condition == 'case2'").assign(condition="case2 (k=2)")]), N)
+
+
+def _nan_or_inf(text: str) -> list[str]:
+    return re.findall(r"\b(?:nan|inf)\b", text, flags=re.IGNORECASE)
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    """The table as the experiment reports print it (``to_markdown``, floats to 3 digits)."""
+    return frame.to_markdown(index=False, floatfmt=".3g")
+
+
+def test_x_that_does_not_vary_is_not_tested_and_never_nan_or_inf():
+    """One m and k for every image (the experiment's case3 (m=3, k=1)): Eq. 14's x = log 4 does not vary, so
+    slope, intercept and r are not tested (None, a note), and the Markdown report shows no nan or inf."""
+    table = synthetic({tt.UNTRAINED: 1.0, "trained": 1.0}, noise=0.05, m=3, k=1)
+    out = tt.verdicts(table, N, **FAST).set_index("equation")
+    for eq in ("4", "13/14"):
+        row = out.loc[eq]
+        assert all(row[c] is None for c in ("slope", "slope_low", "slope_high", "intercept", "r"))
+        assert row.note.startswith("not tested: x does not vary") and row.verdict == tt.HOLDS  # by the ratio
+    assert -1 <= out.loc["6", "r"] <= 1 and out.loc["6", "note"] == ""
+    numbers = [v for v in out.to_numpy().ravel() if isinstance(v, float)]
+    assert all(math.isfinite(v) for v in numbers)
+    text = markdown(out.reset_index())
+    assert _nan_or_inf(text) == [] and "not tested: x does not vary" in text
+    assert _nan_or_inf(out.to_csv()) == []
+
+
+def test_case2_equal_to_the_oracle_is_flagged_not_nan():
+    """k >= n on most images: Eq. 11/12 says how many it left out; on every image: not tested, with why,
+    and the Case 2 table has no r (lost_fraction does not vary) instead of NaN."""
+    most = tt.verdicts(synthetic({"trained": 1.0}, m=3, k=1, oracle_images=30), N, **FAST).set_index("equation")
+    assert most.loc["11/12", "images"] == 10 and most.loc["11/12", "verdict"] == tt.HOLDS
+    assert "30 of 40 images left out (Case 2 equals the oracle" in most.loc["11/12", "note"]
+    every = synthetic({"trained": 1.0}, m=3, k=1, oracle_images=40)
+    out = tt.verdicts(every, N, **FAST).set_index("equation").loc["11/12"]
+    assert out.verdict == tt.NOT_TESTED and out.measured is None
+    assert out.note.startswith("not tested: all 40 images left out (Case 2 equals the oracle")
+    assert out.tested.startswith("extra nats removed")
+    case2 = tt.case2_loss(every, **FAST)
+    row = case2.iloc[0]
+    assert row.oracle_images == 40 and row.r_fraction is None and row.slope_fraction is None and row.r_nats is None
+    assert "Case 2 equals the oracle on 40 of 40 images" in row.note and "lost_fraction does not vary" in row.note
+    text = markdown(case2)
+    assert _nan_or_inf(text) == [] and "not tested: lost_fraction does not vary" in text
+
+
+def test_removal_regression_with_one_label_set_size_has_no_slope():
+    table = synthetic({"trained": 1.0}, noise=0.05, conditions=("oracle",)).assign(n=3, size=3)
+    row = tt.removal_regression(table, N=N, **FAST).iloc[0]
+    assert row.slope is None and row.intercept is None and row.r is None and math.isfinite(row.ratio)
+    assert row.note.startswith("not tested: log(N/|L|) does not vary")
 
 
 # ------------------------------------------------------------------ the other tests

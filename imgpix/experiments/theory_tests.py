@@ -38,6 +38,12 @@ untrained model and not on an informed one (or only the untrained one was tested
 otherwise (including a failure on the untrained model, where the equations are exact); ``not
 tested`` when the table has no rows for it. A wide CI cannot refute: read the CI widths beside the
 verdict.
+
+No table holds NaN or infinity. A statistic that does not exist is None (an empty cell in Markdown)
+and the row's ``note`` says why: slope, intercept and r are "not tested" where x does not vary over
+images (Eq. 4's log N, Eq. 14's log((m'+k')/k') for one m and k); r where y does not vary. ``note``
+also counts the images an equation leaves out, e.g. those where Case 2 equals the oracle (k >= n),
+so an equation tested on few images is flagged, and says why an equation is not tested.
 """
 
 from __future__ import annotations
@@ -104,42 +110,98 @@ def _lost_nats(n, kept) -> np.ndarray:
     return out
 
 
-def _equation_data(table: pd.DataFrame, N: int, roles: Mapping) -> dict[str, tuple[str, str, pd.DataFrame]]:
-    """Per equation: (what is tested, the predicted form, rows with measured ``y`` and predicted ``x``)."""
+def _equation_data(table: pd.DataFrame, N: int, roles: Mapping) -> dict[str, tuple]:
+    """Per equation: (what is tested, the predicted form, rows with measured ``y`` and predicted ``x``,
+    the candidate rows, why candidates are left out, what a missing candidate means)."""
     oracle, case2 = _role(table, roles, "oracle"), _role(table, roles, "case2")
-    case1 = _role(table, roles, "case1", single=False).query("kept == n and outliers >= 1")
-    lost = _pairs(case2, oracle).query("kept < n and outliers == 0")
-    outl = _pairs(_role(table, roles, "case3"), case2).query("outliers >= 1 and kept == kept_ref and outliers_ref == 0")
+    case1 = _role(table, roles, "case1", single=False)
+    pairs2 = _pairs(case2, oracle)
+    pairs3 = _pairs(_role(table, roles, "case3"), case2)
+    lost = pairs2.query("kept < n and outliers == 0")
+    outl = pairs3.query("outliers >= 1 and kept == kept_ref and outliers_ref == 0")
+    ones = case1.query("kept == n and outliers >= 1")
 
     def data(rows, y, x):
         rows = rows.assign(y=y).dropna(subset=["y"])
         return rows.assign(x=x(rows))
 
+    no_pixel = "no labelled pixel whose true class is kept"
     return {
         "4": ("CE of the unfused prediction, oracle rows", "log N",
-              data(oracle, oracle.ce_unfused, lambda r: th.self_information(N))),
+              data(oracle, oracle.ce_unfused, lambda r: th.self_information(N)), oracle, no_pixel, "no oracle rows"),
         "5": ("CE of the prediction fused with the true labels", "log n",
-              data(oracle, oracle.ce_fused, lambda r: th.valid_information(r.n))),
+              data(oracle, oracle.ce_fused, lambda r: th.valid_information(r.n)), oracle, no_pixel, "no oracle rows"),
         "6": ("nats removed by the true labels", "log(N/n)",
-              data(oracle, oracle.removed, lambda r: th.removed_information(N, r.n))),
+              data(oracle, oracle.removed, lambda r: th.removed_information(N, r.n)), oracle, no_pixel,
+              "no oracle rows"),
         "9/10": ("nats removed by labels with m' outliers (Case 1)", "log(N/(n+m'))",
-                 data(case1, case1.removed, lambda r: th.case1_removed(N, r.n, r.outliers))),
+                 data(ones, ones.removed, lambda r: th.case1_removed(N, r.n, r.outliers)), case1,
+                 "Case 1 added no outlier (m' = 0)", "no Case 1 rows"),
         "11/12": ("extra nats removed keeping k' < n true labels (Case 2 - oracle)", "log(n/k')",
-                  data(lost, lost.removed - lost.removed_ref, lambda r: th.case2_lost(r.n, r.kept))),
+                  data(lost, lost.removed - lost.removed_ref, lambda r: th.case2_lost(r.n, r.kept)), pairs2,
+                  "Case 2 equals the oracle: k >= n, every true label kept", "no Case 2 rows beside oracle rows"),
         "13/14": ("nats m' outliers leave in (Case 2 - Case 3, same k')", "log((m'+k')/k')",
-                  data(outl, outl.removed_ref - outl.removed, lambda r: th.case3_outlier(r.outliers, r.kept))),
+                  data(outl, outl.removed_ref - outl.removed, lambda r: th.case3_outlier(r.outliers, r.kept)), pairs3,
+                  "Case 3 added no outlier to Case 2's kept labels", "no Case 3 rows beside Case 2 rows"),
     }
 
 
-def _flat(fit: Mapping[str, Interval]) -> dict:
+def _coverage(rows: pd.DataFrame, candidates: pd.DataFrame, why: str) -> str:
+    """``"k of K images left out: why"`` when the fit uses fewer images than it could, else ``""``."""
+    total = candidates["image"].nunique()
+    left = total - rows["image"].nunique()
+    if left == total:
+        return f"{NOT_TESTED}: all {total} images left out ({why})"
+    return f"{left} of {total} images left out ({why})" if left else ""
+
+
+def _flat(fit: Mapping[str, Interval | None]) -> dict:
     out = {}
-    for name, (value, low, high) in fit.items():
+    for name, interval in fit.items():
+        value, low, high = (None, None, None) if interval is None else interval
         out.update({name: value, f"{name}_low": low, f"{name}_high": high})
     return out
 
 
 def _fit(rows: pd.DataFrame, x, y, *, seed: int, n_resamples: int) -> dict[str, Interval]:
     return regression(x, y, rows["image"], rows[list(COUNTS)], seed=seed, n_resamples=n_resamples)
+
+
+def _line(fit: dict[str, Interval], x, y, x_name: str = "x", y_name: str = "y") -> tuple[dict, list[str]]:
+    """``fit`` with slope, intercept and r set to None (not tested) when ``x`` does not vary over the
+    rows, and r to None when ``y`` does not; r clipped to [-1, 1]; and the notes saying so."""
+    fit, notes = dict(fit), []
+    if np.ptp(np.asarray(x, dtype=np.float64)) <= X_SPREAD:
+        fit.update(dict.fromkeys(("slope", "intercept", "r")))
+        notes.append(f"{NOT_TESTED}: {x_name} does not vary (no slope, intercept or r)")
+    elif np.ptp(np.asarray(y, dtype=np.float64)) <= X_SPREAD:
+        fit["r"] = None
+        notes.append(f"no r: {y_name} does not vary")
+    if fit["r"] is not None:
+        fit["r"] = Interval(*np.clip(fit["r"], -1.0, 1.0))
+    return fit, notes
+
+
+def _finite(record: dict, notes: list[str]) -> dict:
+    """``record`` with every NaN or infinite number set to None and ``note`` (the ``notes`` and the
+    names of the numbers so set, when the notes did not explain them already)."""
+    out, bad = {}, []
+    for key, value in record.items():
+        number = isinstance(value, (float, np.floating)) and not isinstance(value, bool)
+        if number and not np.isfinite(value):
+            bad.append(key)
+            value = None
+        out[key] = value
+    if bad:
+        notes = [*notes, f"no value ({', '.join(bad)}): too few images or no variance"]
+    return {**out, "note": "; ".join(notes)}
+
+
+def _nan_free(frame: pd.DataFrame) -> pd.DataFrame:
+    """Columns holding a missing value as objects with None, so that no table prints ``nan``."""
+    for column in frame.columns[frame.isna().any()]:
+        frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    return frame
 
 
 def _within(interval: Interval, target: float, tolerance: float) -> bool:
@@ -159,20 +221,33 @@ def equation_tests(table: pd.DataFrame, N: int = NUM_CLASSES, *, roles: Mapping 
 
     Columns: ``equation, tested, theory_form, model, images, rows, measured(_low/_high)`` (mean y),
     ``theory`` (mean x), ``slope, intercept, r, ratio, r2_control`` each with ``_low/_high``,
-    ``x_varies`` and ``holds`` (the rule of the module docstring). Rows whose measurement is NaN
-    (an image with no kept pixel) are dropped.
+    ``x_varies``, ``holds`` (the rule of the module docstring) and ``note``. Rows whose measurement
+    is NaN (an image with no kept pixel) are dropped. No number is NaN or infinite: where x does not
+    vary, slope, intercept and r are None ("not tested"), as is r where y does not vary; ``note``
+    says so, and how many images an equation left out and why (e.g. Case 2 equal to the oracle where
+    k >= n). A model with no usable row gets ``rows`` 0, ``holds`` None and the reason in ``note``
+    (``model`` None when the table has no candidate row at all).
     """
     records = []
-    for equation, (tested, form, data) in _equation_data(table, N, roles).items():
-        for model, rows in data.groupby("model", sort=False):
-            fit = _fit(rows, rows.x, rows.y, seed=seed, n_resamples=n_resamples)
+    for equation, (tested, form, data, candidates, why, missing) in _equation_data(table, N, roles).items():
+        head = {"equation": equation, "tested": tested, "theory_form": form}
+        if candidates.empty:
+            records.append({**head, "model": None, "images": 0, "rows": 0, "holds": None,
+                            "note": f"{NOT_TESTED}: {missing}"})
+        for model in candidates["model"].unique():
+            rows = data[data.model == model]
+            coverage = _coverage(rows, candidates[candidates.model == model], why)
+            if rows.empty:
+                records.append({**head, "model": model, "images": 0, "rows": 0, "holds": None, "note": coverage})
+                continue
+            fit, notes = _line(_fit(rows, rows.x, rows.y, seed=seed, n_resamples=n_resamples), rows.x, rows.y)
             measured = mean_ci(rows.y, rows.image, seed=seed, n_resamples=n_resamples)
             x_varies = bool(np.ptp(rows.x) > X_SPREAD)
-            records.append({"equation": equation, "tested": tested, "theory_form": form, "model": model,
-                            "images": rows.image.nunique(), "rows": len(rows),
-                            **_flat({"measured": measured}), "theory": float(rows.x.mean()), **_flat(fit),
-                            "x_varies": x_varies, "holds": _holds(fit, x_varies)})
-    return pd.DataFrame(records)
+            records.append(_finite({**head, "model": model, "images": rows.image.nunique(), "rows": len(rows),
+                                    **_flat({"measured": measured}), "theory": float(rows.x.mean()), **_flat(fit),
+                                    "x_varies": x_varies, "holds": _holds(fit, x_varies)},
+                                   [coverage] * bool(coverage) + notes))
+    return _nan_free(pd.DataFrame(records))
 
 
 def _verdict(holds_untrained: bool | None, holds_informed: bool | None) -> str:
@@ -191,7 +266,9 @@ def verdicts(table: pd.DataFrame, N: int = NUM_CLASSES, *, roles: Mapping = ROLE
     untrained one's): ``model, measured, ci_low, ci_high`` (mean measured nats and its CI),
     ``theory`` (mean predicted nats), ``ratio, slope, intercept`` with ``_low/_high``, ``r,
     r2_control, images``; ``holds_untrained`` / ``holds_informed`` (all informed models; None when
-    not tested), ``holds_by_model`` and ``verdict``.
+    not tested), ``holds_by_model``, ``verdict`` and ``note`` (that model's note from
+    :func:`equation_tests`, or why the equation is not tested). Never NaN or infinite: a number
+    that does not exist (e.g. a slope where x does not vary) is None, an empty cell in Markdown.
     """
     tests = equation_tests(table, N=N, roles=roles, seed=seed, n_resamples=n_resamples)
     columns = ["tested", "theory_form", "model", "measured", "measured_low", "measured_high", "theory",
@@ -200,20 +277,26 @@ def verdicts(table: pd.DataFrame, N: int = NUM_CLASSES, *, roles: Mapping = ROLE
     records = []
     for equation in EQUATIONS:
         group = tests[tests["equation"] == equation] if len(tests) else tests
-        if group.empty:
-            records.append({"equation": equation, "holds_untrained": None, "holds_informed": None,
-                            "holds_by_model": "", "verdict": NOT_TESTED})
+        done = group[group["rows"] > 0] if len(group) else group
+        if done.empty:
+            head = group.iloc[0][["tested", "theory_form"]].to_dict() if len(group) else {}
+            notes = [note for note in group.get("note", []) if note]
+            records.append({"equation": equation, **head, "holds_untrained": None, "holds_informed": None,
+                            "holds_by_model": "", "verdict": NOT_TESTED,
+                            "note": "; ".join(notes) or f"{NOT_TESTED}: the table has no rows for it"})
             continue
-        untrained, informed = group[group.model == UNTRAINED], group[group.model != UNTRAINED]
+        untrained, informed = done[done.model == UNTRAINED], done[done.model != UNTRAINED]
         holds_u = bool(untrained.holds.all()) if len(untrained) else None
         holds_i = bool(informed.holds.all()) if len(informed) else None
         shown = (informed if len(informed) else untrained).iloc[0]
-        by_model = ", ".join(f"{m}: {'yes' if h else 'no'}" for m, h in zip(group.model, group.holds))
+        by_model = ", ".join(f"{m}: {'not tested' if h is None else 'yes' if h else 'no'}"
+                             for m, h in zip(group.model, group.holds))
         records.append({"equation": equation, **shown[columns].to_dict(), "holds_untrained": holds_u,
-                        "holds_informed": holds_i, "holds_by_model": by_model, "verdict": _verdict(holds_u, holds_i)})
+                        "holds_informed": holds_i, "holds_by_model": by_model, "verdict": _verdict(holds_u, holds_i),
+                        "note": shown["note"]})
     out = pd.DataFrame(records, columns=["equation", *columns, "holds_untrained", "holds_informed", "holds_by_model",
-                                         "verdict"])
-    return out.rename(columns={"measured_low": "ci_low", "measured_high": "ci_high"})
+                                         "verdict", "note"])
+    return _nan_free(out.rename(columns={"measured_low": "ci_low", "measured_high": "ci_high"}))
 
 
 def removal_regression(table: pd.DataFrame, N: int = NUM_CLASSES, *, by=("model", "condition"), seed: int = 0,
@@ -222,18 +305,21 @@ def removal_regression(table: pd.DataFrame, N: int = NUM_CLASSES, *, by=("model"
 
     ``log(N/|L|)`` is what a uniform prediction loses to any label set L: Eq. 6 for the true
     labels, Eq. 10 with |L| = n + m' for Case 1. Columns: ``*by, images, measured, theory``, the
-    fit (``slope, intercept, r, ratio, r2_control`` with ``_low/_high``) and ``absorbed`` = 1 -
-    ratio with its CI: the share of the predicted nats an informed network had already learned.
+    fit (``slope, intercept, r, ratio, r2_control`` with ``_low/_high``), ``absorbed`` = 1 -
+    ratio with its CI: the share of the predicted nats an informed network had already learned,
+    and ``note``. Numbers that do not exist (slope where |L| does not vary) are None, never NaN.
     """
     records = []
     for key, rows in table.dropna(subset=["removed"]).groupby(list(by), sort=False):
         x = th.removed_information(N, rows["size"])
-        fit = _fit(rows, x, rows.removed, seed=seed, n_resamples=n_resamples)
+        fit, notes = _line(_fit(rows, x, rows.removed, seed=seed, n_resamples=n_resamples), x, rows.removed,
+                           "log(N/|L|)", "removed")
         ratio = fit["ratio"]
-        records.append({**dict(zip(by, key)), "images": rows.image.nunique(), "measured": float(rows.removed.mean()),
-                        "theory": float(np.mean(x)), **_flat(fit),
-                        **_flat({"absorbed": Interval(1 - ratio.value, 1 - ratio.high, 1 - ratio.low)})})
-    return pd.DataFrame(records)
+        records.append(_finite({**dict(zip(by, key)), "images": rows.image.nunique(),
+                                "measured": float(rows.removed.mean()), "theory": float(np.mean(x)), **_flat(fit),
+                                **_flat({"absorbed": Interval(1 - ratio.value, 1 - ratio.high, 1 - ratio.low)})},
+                               notes))
+    return _nan_free(pd.DataFrame(records))
 
 
 def count_sufficiency(table: pd.DataFrame, a: str, b: str, *, value: str = "removed", seed: int = 0,
@@ -271,19 +357,28 @@ def case2_loss(table: pd.DataFrame, *, roles: Mapping = ROLES, accuracy: str = "
     Columns: ``model, images``, means with CIs of ``lost_fraction`` and ``pa_drop``, ``lost_nats``
     (mean log(n/k'), Eq. 12), the correlations of the PA drop with lost_fraction (``r_fraction``)
     and with log(n/k') (``r_nats``), slope of PA drop on lost_fraction, and the control's R^2
-    (PA drop on the raw counts n, k', m'), each with ``_low/_high``.
+    (PA drop on the raw counts n, k', m'), each with ``_low/_high``; ``oracle_images``, the images
+    where Case 2 equals the oracle (k >= n: nothing lost), and ``note``. Never NaN or infinite: a
+    correlation or slope whose x or y does not vary (e.g. Case 2 equal to the oracle on every
+    image) is None, and ``note`` says why.
     """
     records = []
     pairs = _pairs(_role(table, roles, "case2"), _role(table, roles, "oracle"))
     pairs = pairs.assign(pa_drop=pairs[f"{accuracy}_ref"] - pairs[accuracy], lost_nats=_lost_nats(pairs.n, pairs.kept))
     for model, rows in pairs.dropna(subset=["pa_drop", "lost_fraction"]).groupby("model", sort=False):
         kw = {"seed": seed, "n_resamples": n_resamples}
-        by_fraction = _fit(rows, rows.lost_fraction, rows.pa_drop, **kw)
-        by_nats = _fit(rows, rows.lost_nats, rows.pa_drop, **kw)
-        records.append({"model": model, "images": rows.image.nunique(),
-                        **_flat({"lost_fraction": mean_ci(rows.lost_fraction, rows.image, **kw),
-                                 "pa_drop": mean_ci(rows.pa_drop, rows.image, **kw)}),
-                        "lost_nats": float(rows.lost_nats.mean()),
-                        **_flat({"r_fraction": by_fraction["r"], "slope_fraction": by_fraction["slope"],
-                                 "r_nats": by_nats["r"], "r2_control": by_nats["r2_control"]})})
-    return pd.DataFrame(records)
+        by_fraction, notes = _line(_fit(rows, rows.lost_fraction, rows.pa_drop, **kw), rows.lost_fraction,
+                                   rows.pa_drop, "lost_fraction", "pa_drop")
+        by_nats, more = _line(_fit(rows, rows.lost_nats, rows.pa_drop, **kw), rows.lost_nats, rows.pa_drop,
+                              "log(n/k')", "pa_drop")
+        equal, images = rows[rows.kept >= rows.n].image.nunique(), rows.image.nunique()
+        if equal:
+            notes.insert(0, f"Case 2 equals the oracle on {equal} of {images} images (k >= n: every true label kept)")
+        records.append(_finite({"model": model, "images": images, "oracle_images": equal,
+                                **_flat({"lost_fraction": mean_ci(rows.lost_fraction, rows.image, **kw),
+                                         "pa_drop": mean_ci(rows.pa_drop, rows.image, **kw)}),
+                                "lost_nats": float(rows.lost_nats.mean()),
+                                **_flat({"r_fraction": by_fraction["r"], "slope_fraction": by_fraction["slope"],
+                                         "r_nats": by_nats["r"], "r2_control": by_nats["r2_control"]})},
+                               list(dict.fromkeys(notes + more))))
+    return _nan_free(pd.DataFrame(records))
