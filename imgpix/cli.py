@@ -43,6 +43,7 @@ def _checked(convert, check, what: str):
 _positive = _checked(int, lambda v: v >= 1, "an integer >= 1")
 _count = _checked(int, lambda v: v >= 0, "an integer >= 0")
 _rate = _checked(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+_side = _checked(int, lambda v: v >= 8, "an integer >= 8 (pixels)")
 _unit = _checked(float, lambda v: math.isfinite(v) and 0 <= v <= 1, "a number in [0, 1]")
 SOURCE_HELP = {"none": "unfused = no image labels", "oracle": "oracle = the true image labels (from the masks)",
                "labeler": "labeler@tau = the classes the checkpoint's image labeler scores >= tau",
@@ -104,7 +105,7 @@ def _defaults() -> dict:
 
 
 def _train_parser(commands) -> None:
-    from .config import LABELERS, LR_SCHEDULES, MODELS, PROCEDURES
+    from .config import LR_SCHEDULES, PROCEDURES
     from .data.synthetic import PRESETS as SCENE_PRESETS
     from .models.fused import FUSIONS
 
@@ -112,8 +113,7 @@ def _train_parser(commands) -> None:
     train = commands.add_parser("train", help=COMMANDS["train"])
     _common_args(train, DEFAULTS["data"], DEFAULTS)
     add = train.add_argument
-    add("--model", choices=MODELS, default=DEFAULTS["model"])
-    add("--labeler", choices=(*LABELERS, "none"), default=DEFAULTS["labeler"])
+    _network_args(train, DEFAULTS)
     add("--backbone-weights", help="local torchvision VGG16 state dict for the FCN backbone")
     add("--fusion", choices=[*(f for f in FUSIONS if f), "none"], default=DEFAULTS["fusion"],
         help="how labels are fused; 'none' trains the plain FCN (labels can still be fused after training)")
@@ -141,18 +141,65 @@ def _train_parser(commands) -> None:
     add("--channels-last", action="store_true")
     add("--compile", action="store_true", help="torch.compile the segmentation net")
     add("--train-split", default=None, help="training split (default: voc trainaug with SBD, else train)")
+    add("--eval-split", default=DEFAULTS["eval_split"],
+        help="the split scored after each epoch, e.g. test once settings are chosen (default: %(default)s)")
     add("--out", default="runs/imgpix", help="output directory (default: %(default)s)")
 
 
+def _network_args(parser: argparse.ArgumentParser, DEFAULTS: dict) -> None:
+    """--model / --labeler by name (or a factory) and their local weights."""
+    from .models.build import FACTORY_HELP, check_labeler_name, check_segmenter_name
+
+    parser.add_argument("--model", type=_named(check_segmenter_name), default=DEFAULTS["model"],
+                        help="segmenter: tiny, fcn32s, fcn16s, fcn8s, a torchvision segmentation architecture "
+                             f"(e.g. lraspp_mobilenet_v3_large, deeplabv3_resnet50), {FACTORY_HELP} "
+                             "(default: %(default)s)")
+    parser.add_argument("--weights", help="local state dict of the whole segmenter (nothing is downloaded)")
+    parser.add_argument("--labeler", type=_named(check_labeler_name, allow_none=True), default=DEFAULTS["labeler"],
+                        help="image labeler: tiny, vgg16, resnet18, any torchvision classifier, or none "
+                             "(default: %(default)s)")
+    parser.add_argument("--labeler-weights", help="local state dict of the labeler")
+    parser.add_argument("--resize", type=_side,
+                        help="real data: scale images and labels (nearest neighbour) so that the longer side has "
+                             "this many pixels, for training and evaluation")
+
+
+def _named(check, allow_none: bool = False):
+    """An argparse type that accepts what ``check`` accepts (its ValueError is the message)."""
+    def parse(text: str):
+        if allow_none and text == "none":
+            return None
+        try:
+            return check(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    return parse
+
+
 def _evaluate_parser(commands) -> None:
+    from .models.build import check_labeler_name, check_segmenter_name
+
+    DEFAULTS = _defaults()
     evaluate = commands.add_parser("evaluate", help=COMMANDS["evaluate"])
-    _common_args(evaluate, None, _defaults())
-    evaluate.add_argument("--checkpoint", required=True, help="checkpoint.pt, or the --out directory of train")
+    _common_args(evaluate, None, DEFAULTS)
+    source = evaluate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="checkpoint.pt, or the --out directory of train")
+    source.add_argument("--model", type=_named(check_segmenter_name),
+                        help="evaluate a network that imgpix did not train: a torchvision segmentation "
+                             "architecture or package.module:factory, with --weights (post-hoc fusion)")
+    evaluate.add_argument("--weights", help="local state dict of --model")
+    evaluate.add_argument("--labeler", type=_named(check_labeler_name),
+                          help="with --model: the image labeler behind labeler@tau, with --labeler-weights")
+    evaluate.add_argument("--labeler-weights", help="local state dict of --labeler")
+    evaluate.add_argument("--resize", type=_side, help="real data: longer side in pixels (default: the "
+                                                           "checkpoint's, or the files' resolution)")
+    evaluate.add_argument("--eval-split", help="the split to evaluate (default: the checkpoint's, else val)")
     evaluate.add_argument("--label-source", type=_label_source, action="append", metavar="SOURCE",
                           help="labels fused at test time: none, oracle, labeler[@tau], noisy:m=M,k=K; repeat "
-                               "for several rows (default: labeler if trained with one, else oracle; none for "
-                               "a model trained unfused)")
-    evaluate.add_argument("--num-val", type=_positive, help="synthetic validation images")
+                               "for several rows (default: none, oracle and, with a labeler, labeler@tau)")
+    evaluate.add_argument("--num-val", type=_positive, help="images of the evaluated split (default: all)")
+    evaluate.add_argument("--image-size", type=_positive, help="synthetic image side (default: the checkpoint's, "
+                                                               f"else {DEFAULTS['image_size']})")
 
 
 def _theory_parser(commands) -> None:
@@ -224,59 +271,41 @@ def _checkpoint_file(text: str) -> Path:
     return path / CHECKPOINT if path.is_dir() else path
 
 
-def default_sources(model, tau: float, protected: tuple[int, ...] = ()) -> list:
-    """What ``evaluate`` fuses when not told: the labeler if the model has one, else the oracle; none if unfused."""
-    from .labels import LabelSource
-
-    if model.fusion is None:
-        return [LabelSource("none")]
-    if model.labeler is None:
-        return [LabelSource("oracle")]
-    return [LabelSource("labeler", tau=tau, protected=protected)]
-
-
 def run_evaluate(args) -> None:
-    from dataclasses import replace
+    from .config import TrainConfig
+    from .evaluate import evaluate_checkpoint, evaluate_module
+    from .models import build
 
-    from .checkpoint import load_checkpoint
-    from .data.loaders import checked_split, make_loader
-    from .evaluate import Evaluator
-    from .labels import LabelSource
-    from .metrics import METRIC_NAMES
-
-    path = _checkpoint_file(args.checkpoint)
-    model, cfg, state = load_checkpoint(path, args.device)
     given = {name: getattr(args, name) for name in ("data", "root", "classes", "background", "skip_bad_files",
-                                                      "num_val") if getattr(args, name) is not None}
-    cfg = replace(cfg, device=args.device, progress=args.progress, **given)
-    _check_root(cfg.data, cfg.root)
-    if cfg.info.num_classes != model.num_classes:
-        where = f" in {cfg.root}" if cfg.root else ""
-        raise ValueError(f"{path} was trained on {model.num_classes} classes, but the {cfg.data} data{where} has "
-                         f"{cfg.info.num_classes}: evaluate it on data with the classes it was trained on")
-    tau = cfg.tau if args.tau is None else args.tau
-    sources = ([LabelSource.parse(text, tau=tau, protected=cfg.protected) for text in args.label_source]
-               if args.label_source else default_sources(model, tau, cfg.protected))
-    if any(s.kind == "labeler" for s in sources) and model.labeler is None:
-        raise ValueError("label source 'labeler' needs a checkpoint trained with a labeler")
-    loader = make_loader(cfg, checked_split(cfg, "val", lambda text: print(text, file=sys.stderr)), shuffle=False)
-    evaluator = Evaluator(model, loader, args.device, progress=args.progress, keep=model.labeler is not None)
-    results = evaluator.run(sources)
-    trained = "unfused" if model.fusion is None else f"{model.fusion}-fused"
-    print(f"{path} (epoch {state['epoch']}, trained {trained}) on {len(loader.dataset)} {cfg.data} val images; "
-          "scores in percent")
-    print(f"| labels | {' | '.join(METRIC_NAMES)} |")
-    print(f"|---|{'---|' * len(METRIC_NAMES)}")
-    for name, result in results.items():
-        posthoc = " (post-hoc)" if model.fusion is None and result.source.fused else ""
-        values = " | ".join(f"{100 * result.scores[k]:.2f}" for k in METRIC_NAMES)
-        print(f"| {name}{posthoc} | {values} |")
-    print("labels: " + "; ".join(SOURCE_HELP[kind] for kind in dict.fromkeys(s.kind for s in sources)))
-    if model.labeler is not None:
-        objects = [c for c in range(model.num_classes) if c not in cfg.protected]
-        quality = evaluator.labeler(tau, objects)
-        print(f"image labeler: mAP {100 * quality['mAP']:.2f} over {quality['classes']} object classes with a positive "
-              f"image; at tau {tau:g} precision {100 * quality['precision']:.2f}, recall {100 * quality['recall']:.2f}")
+                                                      "num_val", "resize", "eval_split", "tau", "image_size")
+             if getattr(args, name) is not None}
+    log = lambda text: print(text, file=sys.stderr)  # noqa: E731
+    if args.checkpoint:
+        if args.weights or args.labeler:
+            raise ValueError("--weights and --labeler go with --model; a checkpoint holds its own networks")
+        path = _checkpoint_file(args.checkpoint)
+        if "data" in given or "root" in given:
+            _check_root(given.get("data", "folder" if "root" in given else None), given.get("root"))
+        evaluation = evaluate_checkpoint(path, args.label_source, progress=args.progress, log=log,
+                                         device=args.device, **given)
+    else:
+        _check_root(args.data or "synthetic", args.root)
+        cfg = TrainConfig(**{**given, "data": args.data or "synthetic", "device": args.device, "fusion": None,
+                             "train_labels": "none", "generator": False, "labeler": args.labeler})
+        n = cfg.info.num_classes
+        net = build.segmenter(args.model, n, weights=args.weights, image_size=cfg.image_size)
+        label_net = build.labeler(args.labeler, n, weights=args.labeler_weights) if args.labeler else None
+        evaluation = evaluate_module(net, cfg, args.label_source, labeler=label_net, progress=args.progress, log=log)
+        evaluation.where = f"{args.model}{' with ' + args.weights if args.weights else ' (random weights)'} on " \
+                           f"{evaluation.where}"
+    print(f"{evaluation.where}; scores in percent, nats removed per pixel (mean over images)")
+    print(evaluation.markdown())
+    print("labels: " + "; ".join(SOURCE_HELP[kind] for kind in dict.fromkeys(s.kind for s in evaluation.sources)))
+    quality = evaluation.labeler
+    if quality is not None:
+        print(f"image labeler: mAP {100 * quality['mAP']:.2f} over {quality['classes']} object classes with a "
+              f"positive image; at tau {quality['tau']:g} precision {100 * quality['precision']:.2f}, recall "
+              f"{100 * quality['recall']:.2f}")
 
 
 def run_theory(args) -> None:

@@ -9,15 +9,17 @@ from functools import cached_property
 from .data.build import DatasetInfo, dataset_info, default_train_split
 from .data.synthetic import PRESETS as SCENE_PRESETS
 from .labels import DEFAULT_TAU, LabelSource, check_tau
+from .models.build import check_labeler_name, check_segmenter_name
 from .models.fcn import SEGMENTERS
 from .models.fused import FUSIONS
 from .models.labeler import LABELER_BACKBONES
 
 PROCEDURES = ("3step", "joint")
 LR_SCHEDULES = ("constant", "cosine")
-MODELS = tuple(SEGMENTERS)
+MODELS = tuple(SEGMENTERS)  # imgpix's own; torchvision's architectures and user factories are accepted too
 LABELERS = tuple(LABELER_BACKBONES)
-RUNTIME_ONLY = ("epochs", "workers", "compile", "channels_last", "progress")  # may change between a run and its resume
+# may change between a run and its resume
+RUNTIME_ONLY = ("epochs", "workers", "compile", "channels_last", "progress", "eval_split")
 
 
 @dataclass
@@ -32,6 +34,8 @@ class TrainConfig:
     skip_bad_files: bool = False
     model: str = "tiny"
     labeler: str | None = "tiny"
+    weights: str | None = None  # local state dict of the whole segmenter (its starting point)
+    labeler_weights: str | None = None  # local state dict of the labeler
     backbone_weights: str | None = None
     fusion: str | None = "dot"
     generator: bool = True
@@ -58,6 +62,8 @@ class TrainConfig:
     co_occurrence: bool = False
     fixed_train: bool = False
     crop_size: int = 320
+    resize: int | None = None  # real images and labels scaled so that their longer side is this many pixels
+    eval_split: str = "val"  # the split scored after each epoch and by evaluate
     seed: int = 0
     device: str = "cpu"
     workers: int = 0
@@ -75,17 +81,19 @@ class TrainConfig:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
         check_tau(self.tau)
         if self.fusion is None and self.train_source.fused:
-            raise ValueError(f"fusion none trains without labels: train_labels must be 'none', got {self.train_labels!r}")
+            raise ValueError("fusion none trains without labels: train_labels must be 'none', got "
+                             f"{self.train_labels!r}")
         if self.train_source.kind == "labeler" and self.labeler is None:
             raise ValueError("train_labels 'labeler' needs a labeler")
         if self.generator and self.discriminator:
             raise ValueError("choose the generator or the discriminator, not both")
         if self.discriminator and self.procedure == "joint":
             raise ValueError("the discriminator learns in step 2 only: use procedure '3step' with it")
-        for name, choices in (("model", MODELS), ("labeler", (*LABELERS, None)),
-                              ("scene_preset", tuple(SCENE_PRESETS))):
-            if getattr(self, name) not in choices:
-                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+        check_segmenter_name(self.model)
+        if self.labeler is not None:
+            check_labeler_name(self.labeler)
+        if self.scene_preset not in SCENE_PRESETS:
+            raise ValueError(f"scene_preset must be one of {tuple(SCENE_PRESETS)}, got {self.scene_preset!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
         if self.labeler_epochs is not None and self.labeler_epochs < 1:

@@ -259,7 +259,7 @@ def train(cfg: TrainConfig, out: str | Path, log: Callable[[str], None] = print)
     cfg = resolve_data(cfg)
     if cfg.data != "synthetic":
         log(f"training on {cfg.data} split {cfg.train_split!r} of {cfg.root}")
-    train_set, val_set = checked_split(cfg, "train", log), checked_split(cfg, "val", log)
+    train_set, val_set = checked_split(cfg, "train", log), checked_split(cfg, cfg.eval_split, log)
     make_loader(cfg, train_set, shuffle=True)  # refuses a batch larger than the training set, before out is touched
     trainer = Trainer(cfg)
     main = dist.is_main()

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from imgpix.checkpoint import load_checkpoint
 from imgpix.data import NUM_CLASSES
+from imgpix.data.loaders import build_loader
 from imgpix.labels import DEFAULT_TAU, from_masks
 from imgpix.metrics import labeler_scores
-from imgpix.data.loaders import build_loader
-from imgpix.checkpoint import load_checkpoint
 
 METRICS = ("PA", "MPA", "FWAA", "MIOU")
 TIMEOUT = 300
@@ -54,9 +54,9 @@ USAGE_ERRORS = {  # parser errors, checked in-process through imgpix.cli.main (n
     "tau": (["train", "--tau", "-0.1"], r"argument --tau: must be a number in \[0, 1\]"),
     "epochs": (["train", "--epochs", "0"], r"argument --epochs: must be an integer >= 1, got '0'"),
     "batch": (["train", "--batch-size", "x"], r"argument --batch-size: must be an integer >= 1, got 'x'"),
-    "model": (["train", "--model", "nope"], r"argument --model: invalid choice: 'nope'"),
+    "model": (["train", "--model", "nope"], r"argument --model: unknown segmenter 'nope': use one of fcn32s, .*lraspp"),
     "lr_schedule": (["train", "--lr-schedule", "linear"], r"argument --lr-schedule: invalid choice: 'linear'"),
-    "evaluate_no_checkpoint": (["evaluate"], r"the following arguments are required: --checkpoint"),
+    "evaluate_no_checkpoint": (["evaluate"], r"one of the arguments --checkpoint --model is required"),
     "evaluate_bad_source": (["evaluate", "--checkpoint", "x", "--label-source", "gt"],
                             r"argument --label-source: label source 'gt' is not one of"),
     "no_command": ([], r"required: command|the following arguments are required"),
@@ -98,15 +98,24 @@ def runs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
     return results
 
 
-def table_row(stdout: str, source: str) -> dict[str, float]:
+def table_rows(stdout: str) -> dict[str, dict[str, float]]:
+    """The evaluate table: label source -> PA, MPA, FWAA, MIOU (percent), nats removed, images."""
     lines = [line.strip() for line in stdout.splitlines() if line.strip().startswith("|")]
-    assert lines[0] == "| labels | PA | MPA | FWAA | MIOU |", stdout
-    assert re.fullmatch(r"\|(---\|)+", lines[1]), stdout
-    cells = [c.strip() for c in lines[2].strip("|").split("|")]
-    assert cells[0] == source, stdout
-    values = dict(zip(METRICS, map(float, cells[1:])))
-    assert len(values) == 4 and all(0.0 <= v <= 100.0 for v in values.values()), stdout
-    return values
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header == ["labels", *METRICS, "nats removed", "images"], stdout
+    assert re.fullmatch(r"\|(:?-+:?\|)+", lines[1]), stdout
+    rows = {}
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = dict(zip(header[1:], map(float, cells[1:])))
+        assert all(0.0 <= rows[cells[0]][k] <= 100.0 for k in METRICS), stdout
+    return rows
+
+
+def table_row(stdout: str, source: str) -> dict[str, float]:
+    rows = table_rows(stdout)
+    assert source in rows, stdout
+    return rows[source]
 
 
 def test_train_writes_run_directory(runs):
@@ -127,7 +136,8 @@ def test_evaluate_prints_metric_table(runs):
     result = runs["eval_oracle"]
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith(f"{runs['_out'] / 'checkpoint.pt'} (epoch 1, trained dot-fused) on 8 "
-                                    "synthetic val images; scores in percent\n")
+                                    "synthetic val images, 32 x 32 px; scores in percent, nats removed per pixel "
+                                    "(mean over images)\n")
     values = table_row(result.stdout, "oracle")
     # the same numbers as the training run's validation row (oracle labels, same split, percent)
     row = next(csv.DictReader((runs["_out"] / "metrics.csv").open()))
@@ -135,10 +145,13 @@ def test_evaluate_prints_metric_table(runs):
         assert values[k] == pytest.approx(float(row[k]), abs=0.006), k
 
 
-def test_evaluate_defaults_to_labeler(runs):
+def test_evaluate_defaults_to_unfused_oracle_and_labeler(runs):
     result = runs["eval_default"]
     assert result.returncode == 0, result.stderr[-3000:]
-    table_row(result.stdout, f"labeler@{DEFAULT_TAU:g}")  # the label source and its tau
+    rows = table_rows(result.stdout)
+    assert list(rows) == ["unfused", "oracle", f"labeler@{DEFAULT_TAU:g}"]  # each source labelled, tau named
+    assert rows["unfused"]["nats removed"] == 0 < rows["oracle"]["nats removed"]
+    assert rows["oracle"] == table_row(runs["eval_oracle"].stdout, "oracle")
     assert "labeler@tau = the classes the checkpoint's image labeler scores >= tau" in result.stdout
     # the labeler's quality, as labeler_scores computes it on the same images (background is not an object)
     line = re.search(r"image labeler: mAP (\d+\.\d\d) over (\d+) object classes with a positive image; "
@@ -158,7 +171,7 @@ def test_evaluate_unfused_checkpoint_reports_no_labels(runs):
     result = runs["eval_unfused"]
     assert result.returncode == 0, result.stderr[-3000:]
     assert "trained unfused" in result.stdout
-    table_row(result.stdout, "unfused")
+    assert list(table_rows(result.stdout)) == ["unfused", "oracle (post-hoc)"]
     posthoc = runs["eval_unfused_oracle"]  # labels fused into a model trained without them: said so
     assert posthoc.returncode == 0, posthoc.stderr[-3000:]
     table_row(posthoc.stdout, "oracle (post-hoc)")
@@ -167,7 +180,7 @@ def test_evaluate_unfused_checkpoint_reports_no_labels(runs):
 def test_evaluate_labeler_source_without_labeler_is_usage_error(runs):
     result = runs["eval_no_labeler"]
     assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
-    assert "needs a checkpoint trained with a labeler" in result.stderr
+    assert "needs an image labeler (a checkpoint trained with one, or --labeler NAME)" in result.stderr
 
 
 def test_theory(runs):

@@ -27,13 +27,13 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from voc_tree import build_folder_tree, truncate
 
 from imgpix import fuse, fuse_log, theory
+from imgpix.checkpoint import CHECKPOINT, HISTORY
 from imgpix.cli import main
 from imgpix.labels import DEFAULT_TAU
-from imgpix.checkpoint import CHECKPOINT, HISTORY
 from imgpix.train import Trainer
-from voc_tree import build_folder_tree, truncate
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--num-train", "8", "--num-val", "8", "--batch-size", "4", "--image-size", "32", "-q"]
@@ -357,9 +357,9 @@ def test_scores_in_percent_and_evaluate_says_what_it_evaluated(capsys, trained):
                        "--label-source", "labeler", "--label-source", "none", "-q")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0] == f"{trained / CHECKPOINT} (epoch 1, trained dot-fused) on 8 synthetic val images; " \
-                       "scores in percent"
-    cells = {line.split("|")[1].strip(): [float(v) for v in line.split("|")[2:-1]] for line in lines[3:6]}
+    assert lines[0] == f"{trained / CHECKPOINT} (epoch 1, trained dot-fused) on 8 synthetic val images, 32 x 32 px; " \
+                       "scores in percent, nats removed per pixel (mean over images)"
+    cells = {line.split("|")[1].strip(): [float(v) for v in line.split("|")[2:6]] for line in lines[3:6]}
     assert list(cells) == ["oracle", f"labeler@{DEFAULT_TAU:g}", "unfused"]
     # training logged the oracle-label val scores of the same checkpoint, in the same unit
     assert cells["oracle"] == pytest.approx([float(row[k]) for k in ("PA", "MPA", "FWAA", "MIOU")], abs=0.006)

@@ -250,7 +250,10 @@ class SegmentationFiles(Dataset):
         augment: bool = False,
         scale_range: tuple[float, float] | None = None,
         seed: int | None = None,
+        resize: int | None = None,
     ) -> None:
+        if resize is not None and int(resize) < 8:
+            raise ValueError(f"resize must be an int >= 8 (the longer side in pixels) or None, got {resize}")
         if crop_size is not None and int(crop_size) < 1:
             raise ValueError(f"crop_size must be a positive int or None, got {crop_size}")
         if scale_range is not None and not 0 < scale_range[0] <= scale_range[1]:
@@ -263,6 +266,7 @@ class SegmentationFiles(Dataset):
         self.augment = bool(augment)
         self.scale_range = scale_range
         self.seed = seed
+        self.resize = None if resize is None else int(resize)
         self.epoch = 0
         self.ids: list[str] = []
         self.images: list[Path] = []
@@ -282,7 +286,16 @@ class SegmentationFiles(Dataset):
     def without(self, indices: Iterable[int]) -> "SegmentationFiles":
         """A copy without the items at ``indices`` (e.g. those with bad files)."""
         drop = set(indices)
-        keep = [i for i in range(len(self)) if i not in drop]
+        return self._keeping([i for i in range(len(self)) if i not in drop])
+
+    def subset(self, count: int, seed: int = 0) -> "SegmentationFiles":
+        """A copy with ``count`` items drawn at random (seeded by ``seed``), in the split's order."""
+        if not 1 <= count <= len(self):
+            raise ValueError(f"the {self.split} split of {self.root} has {len(self)} images: cannot take {count}")
+        chosen = np.random.default_rng(seed).choice(len(self), size=count, replace=False)
+        return self._keeping(sorted(int(i) for i in chosen))
+
+    def _keeping(self, keep: list[int]) -> "SegmentationFiles":
         clone = copy.copy(self)
         clone.ids = [self.ids[i] for i in keep]
         clone.images = [self.images[i] for i in keep]
@@ -304,6 +317,8 @@ class SegmentationFiles(Dataset):
         rgb, ids = self.load(index)
         image = normalize(torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0))
         mask = torch.from_numpy(ids.astype(np.int64))
+        if self.resize is not None:
+            image, mask = resize_longer_side(image, mask, self.resize)
         if not self.augment and self.crop_size is None:
             return image.contiguous(), mask
         rng = self._rng(index)
@@ -327,6 +342,18 @@ def require(where: str, layout: str, *paths: Path) -> None:
     if missing:
         shown = ", ".join(missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
         raise FileNotFoundError(f"{where} is missing: {shown}\n{layout}")
+
+
+def resize_longer_side(image: torch.Tensor, mask: torch.Tensor, side: int):
+    """Image (bilinear, antialiased) and mask (nearest neighbour) scaled so that the longer side is ``side``."""
+    h, w = mask.shape
+    scale = side / max(h, w)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    if size == (h, w):
+        return image, mask
+    image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+    mask = F.interpolate(mask[None, None].float(), size=size, mode="nearest-exact")[0, 0].long()
+    return image, mask
 
 
 def _rescale(image: torch.Tensor, mask: torch.Tensor, scale: float):
@@ -375,10 +402,11 @@ class SegmentationFolder(SegmentationFiles):
         augment: bool = False,
         scale_range: tuple[float, float] | None = None,
         seed: int | None = None,
+        resize: int | None = None,
     ) -> None:
         names, self.colours = read_class_list(find_class_list(root, classes))
         super().__init__(root, split, names, resolve_background(names, background),
-                         crop_size, augment, scale_range, seed)
+                         crop_size, augment, scale_range, seed, resize)
         self.ids, self.images, self.labels = self._index()
 
     def read_label(self, path: Path) -> np.ndarray:

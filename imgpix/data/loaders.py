@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 
 
 def dataset_kwargs(cfg: TrainConfig, split: str) -> dict:
-    """Constructor arguments of ``cfg``'s dataset for ``split``. Synthetic training images are drawn
-    afresh each epoch from ``(seed, epoch, index)`` unless ``cfg.fixed_train``; val is one fixed set."""
+    """Constructor arguments of ``cfg``'s dataset for ``split`` ("train": the training split; any other name
+    is evaluated). Synthetic training images are drawn afresh each epoch from ``(seed, epoch, index)`` unless
+    ``cfg.fixed_train``; an evaluated split is one fixed set. Real images are scaled to ``cfg.resize``."""
     if cfg.data == "synthetic":
         count = cfg.num_train if split == "train" else cfg.num_val
         scenes = {"size": cfg.image_size, "preset": cfg.scene_preset, "ambiguity": cfg.ambiguity,
@@ -26,15 +27,18 @@ def dataset_kwargs(cfg: TrainConfig, split: str) -> dict:
         if split == "train":
             scenes.update(seed=cfg.seed, epoch=None if cfg.fixed_train else 0)
         return {**scenes, **({"num_images": count} if count else {})}
-    train = split != "val"
+    train = split == "train"
     return {"root": cfg.root, "crop_size": cfg.crop_size if train else None, "augment": train,
-            **({"seed": cfg.seed} if train else {}), **class_kwargs(cfg)}
+            "resize": cfg.resize, **({"seed": cfg.seed} if train else {}), **class_kwargs(cfg)}
 
 
 def build_split(cfg: TrainConfig, split: str):
-    """The dataset of ``split`` ("train" means ``cfg.train_split``)."""
+    """The dataset of ``split`` ("train" means ``cfg.train_split``). On real data ``num_train`` /
+    ``num_val`` take that many images of the split, the same random draw (seed 0) for every run."""
     name = (cfg.train_split or default_train_split(cfg.data, cfg.root)) if split == "train" else split
-    return build_dataset(cfg.data, name, **dataset_kwargs(cfg, split))
+    dataset = build_dataset(cfg.data, name, **dataset_kwargs(cfg, split))
+    count = cfg.num_train if split == "train" else cfg.num_val
+    return dataset.subset(count) if count and cfg.data != "synthetic" else dataset
 
 
 def checked_split(cfg: TrainConfig, split: str, log: Callable[[str], None] = print):

@@ -39,8 +39,16 @@ from pathlib import Path
 import numpy as np
 
 from .common import VOC_CLASSES
-from .folder import (FileError, SegmentationFiles, decode, read_ids, read_label_png, read_split, require,
-                     resolve_background)
+from .folder import (
+    FileError,
+    SegmentationFiles,
+    decode,
+    read_ids,
+    read_label_png,
+    read_split,
+    require,
+    resolve_background,
+)
 
 SPLITS = ("train", "val", "trainval", "trainaug")
 LAYOUT = (
@@ -89,11 +97,12 @@ class VOCSegmentation(SegmentationFiles):
         scale_range: tuple[float, float] | None = None,
         seed: int | None = None,
         background: str | int | None = "auto",
+        resize: int | None = None,
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"unknown VOC split {split!r}; valid splits: {', '.join(SPLITS)}")
         super().__init__(root, split, VOC_CLASSES, resolve_background(VOC_CLASSES, background),
-                         crop_size, augment, scale_range, seed)
+                         crop_size, augment, scale_range, seed, resize)
         self.ids, self.images, self.labels = self._index()
 
     def read_label(self, path: Path) -> np.ndarray:
