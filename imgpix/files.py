@@ -1,18 +1,29 @@
-"""Atomic file writes: a temporary file beside the target, then one rename (a crash never leaves a torn file)."""
+"""Every atomic write: a temporary file beside the target, then one rename (a crash never leaves a torn file).
+
+Text, JSON, torch states, pickles and figures all go through :func:`replace_atomically`, so their temporaries
+share one name pattern, ``.<name>.<pid>.tmp``, that :func:`is_temporary` recognises and
+:func:`remove_torn_files` cleans up. Nothing heavy is imported here until a write needs it.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 from typing import Callable
 
-import torch
+TEMPORARY_SUFFIX = ".tmp"
 
 
 def _temporary(path: Path, owner: str = "") -> Path:
     """Where an atomic write of ``path`` puts its data first: ``.<name>.<pid>.tmp`` beside it."""
-    return path.with_name(f".{path.name}.{owner or os.getpid()}.tmp")
+    return path.with_name(f".{path.name}.{owner or os.getpid()}{TEMPORARY_SUFFIX}")
+
+
+def is_temporary(name: str) -> bool:
+    """True for the name of an atomic write's temporary file (one a kill may have left behind)."""
+    return name.startswith(".") and name.endswith(TEMPORARY_SUFFIX)
 
 
 def remove_torn_files(folder: Path, names) -> None:
@@ -22,7 +33,9 @@ def remove_torn_files(folder: Path, names) -> None:
             torn.unlink(missing_ok=True)
 
 
-def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
+def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` into a temporary beside ``path``, then rename it to ``path``; on any error the
+    temporary is removed and ``path`` keeps its previous content."""
     path = Path(path)
     tmp = _temporary(path)
     try:
@@ -35,7 +48,7 @@ def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
-    _replace_atomically(path, lambda tmp: tmp.write_text(text))
+    replace_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def write_json(path: Path, obj) -> None:
@@ -45,4 +58,23 @@ def write_json(path: Path, obj) -> None:
 
 def save_atomic(obj, path: Path) -> None:
     """``torch.save`` ``obj`` to ``path`` atomically."""
-    _replace_atomically(path, lambda tmp: torch.save(obj, tmp))
+    import torch
+
+    replace_atomically(path, lambda tmp: torch.save(obj, tmp))
+
+
+def write_pickle(path: Path, obj) -> None:
+    """Pickle ``obj`` to ``path`` atomically."""
+    replace_atomically(path, lambda tmp: tmp.write_bytes(pickle.dumps(obj)))
+
+
+def save_figure(fig, path: Path, dpi: int = 120) -> None:
+    """Save the matplotlib figure ``fig`` atomically (format from ``path``'s suffix, e.g. PNG) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig.tight_layout()
+    try:
+        replace_atomically(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png"))
+    finally:
+        plt.close(fig)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +20,10 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from imgpix.data.loaders import build_loader
 from imgpix.experiments import ablation
 from imgpix.fusion import fuse, fused_log_probs
 from imgpix.train import Trainer
-from imgpix.data.loaders import build_loader
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "validation" / "ablation.py"
@@ -118,16 +120,16 @@ def test_addition_and_dot_fusion_of_float32_logits_pick_the_same_class(case):
 # -- plots use the table's row names ----------------------------------------------------------------
 
 
-def test_learning_curve_legend_names_every_variant_by_its_row(monkeypatch, tmp_path):
+def test_learning_curve_legend_names_every_variant_by_its_row():
     history = pd.DataFrame([{"variant": v, "seed": s, "epoch": e, "updates": 4 * e, "MIOU": float(e + s)}
                             for v in ablation.VARIANTS for s in range(2) for e in range(1, 4)])
     shown = {}
 
-    def capture(fig, path):
-        shown["labels"] = [text.get_text() for ax in fig.axes for text in ax.get_legend().get_texts()]
+    class Capture:  # stands in for the run's outputs registry
+        def save_figure(self, name, fig):
+            shown["labels"] = [text.get_text() for ax in fig.axes for text in ax.get_legend().get_texts()]
 
-    monkeypatch.setattr(ablation, "save_figure", capture)
-    ablation.plot_learning_curves(history, tmp_path / "curves.png")
+    ablation.plot_learning_curves(history, Capture())
     table_rows = {row.name for _, rows in ablation.TABLES.values() for row in rows}
     assert sorted(shown["labels"]) == sorted(ablation.curve_name(v) for v in ablation.VARIANTS)
     assert set(shown["labels"]) <= table_rows
@@ -147,7 +149,8 @@ def test_plateau_change_is_the_last_quarter_minus_the_third():
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("ablation")
-    done = run_cli(*TINY, "--jobs", "2", "--out", str(base / "out"), "--cache-dir", str(base / "cache"))
+    done = run_cli(*TINY, "--jobs", "2", "--device", "cpu", "--out", str(base / "out"), "--cache-dir",
+                   str(base / "cache"))
     return base, done
 
 
@@ -194,19 +197,15 @@ def test_addition_applied_to_the_dot_trained_net_predicts_what_dot_predicts(quic
 
 def test_docs_head_says_what_the_command_computed_and_where(quick_run):
     """The README's measured-by line: the CPU, and whether the command trained cells or only rewrote outputs."""
-    import importlib.util
-
     from imgpix.experiments.report import cpu_name
 
-    spec = importlib.util.spec_from_file_location("ablation_cli", SCRIPT)
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
     summary = json.loads((quick_run[0] / "out" / "summary.json").read_text())
-    head = cli.docs_markdown(summary, ["--quick"]).splitlines()[0]
+    head = ablation.docs_markdown(summary, "--quick").splitlines()[0]
+    assert head.startswith("Measured by `python validation/ablation.py --quick` ")
     assert f", {cpu_name()}, torch " in head
     assert f"this command computed {2 * len(ablation.VARIANTS)} cells in " in head
     summary["timings"]["cells_computed"] = 0
-    assert "this command rewrote the outputs from the saved cells in " in cli.docs_markdown(summary, ["--quick"])
+    assert "this command rewrote the outputs from the saved cells in " in ablation.docs_markdown(summary, "--quick")
 
 
 def test_rerun_resume_and_force(quick_run):
@@ -237,12 +236,14 @@ def test_rerun_resume_and_force(quick_run):
 @pytest.mark.parametrize("args, words", [
     (("--seeds", "1"), "--seeds"), (("--seeds", "x"), "--seeds"), (("--epochs", "0"), "--epochs"),
     (("--image-size", "8"), "--image-size"), (("--jobs", "0"), "--jobs"), (("--num-train", "4"), "num_train"),
-    (("--bogus",), "unrecognized"),
+    (("--bogus",), "unrecognized"), (("--device", "gpu0"), "gpu0"), (("--device", "cuda:99"), "cuda:99"),
+    (("--scene-preset", "bogus"), "bogus"), (("--threads", "0"), "--threads"),
 ])
 def test_bad_arguments_exit_2_with_one_line(args, words, tmp_path):
     done = run_cli("--quick", "--no-progress", "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path), *args)
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1 and words in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_out_that_is_a_file_exits_2(tmp_path):
@@ -250,3 +251,62 @@ def test_out_that_is_a_file_exits_2(tmp_path):
     target.write_text("x")
     done = run_cli("--quick", "--no-progress", "--out", str(target), "--cache-dir", str(tmp_path))
     assert done.returncode == 2 and "not a directory" in done.stderr and "Traceback" not in done.stderr
+
+
+# -- start-up, output folders and locks through the script ----------------------------------------------
+
+
+@pytest.fixture
+def read_only_dir(tmp_path) -> Path:
+    """A directory this process cannot write into: made read-only, or for the superuser (whom permissions do
+    not stop) sysfs."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "read-only"
+        folder.mkdir()
+        folder.chmod(0o500)
+        yield folder
+        folder.chmod(0o700)
+        return
+    try:
+        (Path("/sys") / "imgpix-write-test").mkdir()
+    except OSError:
+        yield Path("/sys")
+        return
+    (Path("/sys") / "imgpix-write-test").rmdir()
+    pytest.skip("no directory here that the superuser cannot write into")
+
+
+def one_line(done: subprocess.CompletedProcess, code: int, *words: str) -> None:
+    assert done.returncode == code, done.stderr[-3000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert all(word in lines[0] for word in words), lines[0]
+
+
+def test_unwritable_out_or_cache_is_refused_in_one_line(tmp_path, read_only_dir):
+    one_line(run_cli("--quick", "--no-progress", "--out", str(read_only_dir / "out"), "--cache-dir",
+                     str(tmp_path / "cache")), 2, "--out", "cannot write")
+    one_line(run_cli("--quick", "--no-progress", "--out", str(tmp_path / "out"), "--cache-dir",
+                     str(read_only_dir / "cache")), 2, "--cache-dir", "cannot write")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+def test_a_second_run_into_a_live_runs_out_is_refused(tmp_path):
+    from imgpix.lock import LOCK_NAME, OutputLock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with OutputLock(out):
+        one_line(run_cli(*TINY, "--out", str(out), "--cache-dir", str(tmp_path / "cache")), 2, str(out),
+                 f"pid {os.getpid()}")
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]
+
+
+def test_ctrl_c_during_start_up_exits_130_in_one_line(tmp_path):
+    process = subprocess.Popen([sys.executable, str(SCRIPT), *TINY, "--out", str(tmp_path / "out"), "--cache-dir",
+                                str(tmp_path / "cache")], cwd=ROOT, env=ENV, text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    one_line(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), 130, "interrupted")

@@ -15,8 +15,10 @@ import json
 import os
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,7 @@ MAIN_CONDITIONS = ["unfused", "oracle", "case1 (m=3)", "case2 (k=1)", "case3 (m=
 OUTPUTS = ("table.csv", "table.md", "claims.csv", "claims.md", "verdicts.csv", "verdicts.md", "tau_curve.csv",
            "tau_curve.png", "theory.png", "learning_curves.png", "summary.json")
 PNG = b"\x89PNG\r\n\x1a\n"
+STALE = ("ambiguity.csv", "ambiguity.md", "ambiguity.png")
 
 
 @dataclass
@@ -97,6 +100,27 @@ def one_error_line(outcome: Outcome, *words: str) -> None:
         assert word in errors[0]
 
 
+@pytest.fixture
+def read_only_dir(tmp_path) -> Path:
+    """A directory this process cannot write into: made read-only, or for the superuser (whom permissions do
+    not stop) sysfs."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "read-only"
+        folder.mkdir()
+        folder.chmod(0o500)
+        yield folder
+        folder.chmod(0o700)
+        return
+    folder = Path("/sys")
+    try:
+        (folder / "imgpix-write-test").mkdir()
+    except OSError:
+        yield folder
+        return
+    (folder / "imgpix-write-test").rmdir()
+    pytest.skip("no directory here that the superuser cannot write into")
+
+
 @pytest.fixture(scope="module")
 def cli(one_thread):
     spec = importlib.util.spec_from_file_location("noisy_labels_cli", SCRIPT)
@@ -132,10 +156,15 @@ def results(main_run) -> list[dict]:
 @pytest.fixture(scope="module")
 def forced(tmp_path_factory, main_run, cache, cli) -> tuple[Path, Outcome]:
     """A copy of the finished main run, rerun with --force, other settings (1 seed, background unprotected)
-    and --require; a stale owned file (ambiguity.csv) and a foreign one (notes.txt) are planted first."""
+    and --require; files an earlier sweep wrote (ambiguity.*, recorded in run.json) and a foreign one
+    (notes.txt) are planted first."""
     out = tmp_path_factory.mktemp("forced") / "out"
     shutil.copytree(main_run[0], out)
-    (out / "ambiguity.csv").write_text("stale\n")
+    record = json.loads((out / "run.json").read_text())
+    for name in STALE:
+        (out / name).write_text("stale\n")
+    record["outputs"] = sorted({*record["outputs"], *STALE})
+    (out / "run.json").write_text(json.dumps(record))
     (out / "notes.txt").write_text("mine\n")
     outcome = call(cli, args(out, cache, "--force", "--no-protect-background", "--require", "oracle_beats_baseline",
                              seeds=1))
@@ -270,7 +299,7 @@ def test_interrupted_run_resumes_from_its_seeds_without_training(main_run, cache
 
 def test_force_replaces_the_runs_own_files_only(forced):
     out, outcome = forced
-    assert not (out / "ambiguity.csv").exists()  # owned by the experiment: stale, removed
+    assert not any((out / name).exists() for name in STALE)  # written by the earlier run: stale, removed
     assert (out / "notes.txt").read_text() == "mine\n"
     assert sorted(p.name for p in (out / "seeds").iterdir()) == ["seed0.pkl"]
     assert (pd.read_csv(out / "table.csv")["seeds"] == 1).all()
@@ -331,11 +360,25 @@ def test_merge_names_the_missing_seed(main_run, cache, cli, tmp_path):
     (["--require", "bogus"], ["bogus"]),
     (["--merge", "--shard", "0/2"], ["--merge"]),
     (["--force", "--shard", "0/2"], ["--force"]),
+    (["--scene-preset", "bogus"], ["--scene-preset", "bogus"]),
+    (["--k", "9"], ["k = 9", "Case 2", "oracle"]),  # every voc scene holds at most 5 objects
+    (["--device", "gpu0"], ["--device", "gpu0"]),
+    (["--device", "cuda:99"], ["cuda:99"]),
+    (["--num-train", "8"], ["num_train", "batch size"]),
+    (["--image-size", "8"], ["--image-size"]),
+    (["--threads", "0"], ["--threads"]),
 ])
 def test_bad_arguments_exit_2_with_one_error_line(bad, words, cli, tmp_path, cache):
     out = tmp_path / "never"
     one_error_line(call(cli, args(out, cache, *bad)), *words)
     assert not out.exists()
+
+
+def test_k_at_most_objects_is_accepted(cli):
+    """k = 4 < 5 objects: Case 2 drops labels of some voc scenes, so the configuration stands."""
+    assert nl.NoiseConfig(k=4, quick=True).k == 4
+    with pytest.raises(ValueError, match="Case 2"):
+        nl.NoiseConfig(k=3, quick=True, scene_preset="legacy")  # legacy scenes: at most 3 objects
 
 
 def test_shard_and_merge_need_out(cli, cache):
@@ -365,6 +408,12 @@ def test_ambiguity_sweep_of_the_baseline_alone(cli, cache, tmp_path):
     assert pd.read_csv(out / "table.csv")["row"].str.startswith("unfused + ").all()
     assert (sweep["oracle_removed_nats mean"] > 0).all()
     assert (out / "ambiguity.png").read_bytes()[:8] == PNG
+    written = json.loads((out / "run.json").read_text())["outputs"]
+    assert set(STALE) <= set(written) <= set(nl.OUTPUTS)  # the registry knows every file, the .md included
+    again = call(cli, args(out, cache, "--force", "--models", "unfused", seeds=1))  # the same, without the sweep
+    assert again.code == 0, again.stderr[-3000:]
+    assert not any((out / name).exists() for name in STALE)  # no stale ambiguity.md beside a missing .csv
+    assert not set(STALE) & set(json.loads((out / "run.json").read_text())["outputs"])
 
 
 def test_jobs_2_trains_and_evaluates_in_workers_with_the_same_results(main_run, tmp_path):
@@ -383,3 +432,73 @@ def test_report_names_the_cpu_it_was_measured_on(main_run):
     summary = json.loads((main_run[0] / "summary.json").read_text())
     assert summary["versions"]["cpu"] == cpu_name() != "unknown"
     assert f", {cpu_name()}, torch " in (main_run[0] / "report.md").read_text()
+
+
+# ------------------------------------------------------------------ the real entry point: start-up and locks
+def one_line(outcome: Outcome, code: int, *words: str) -> None:
+    """Exit ``code`` with one line on stderr (no traceback, no usage block) holding ``words``."""
+    assert outcome.code == code, outcome.stderr[-3000:]
+    lines = outcome.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in outcome.stderr, outcome.stderr[-3000:]
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_script_refuses_a_device_it_does_not_have_in_one_line(tmp_path):
+    one_line(finish(popen(args(tmp_path / "out", tmp_path / "cache", "--device", "cuda:99"))), 2, "cuda:99")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+def test_script_refuses_an_unwritable_out_or_cache_in_one_line(tmp_path, read_only_dir):
+    one_line(finish(popen(args(read_only_dir / "out", tmp_path / "cache"))), 2, "--out", "cannot write")
+    one_line(finish(popen(args(tmp_path / "out", read_only_dir / "cache"))), 2, "--cache-dir", "cannot write")
+    (tmp_path / "file").write_text("x")
+    one_line(finish(popen(args(tmp_path / "file" / "out", tmp_path / "cache"))), 2, "--out", "not a directory")
+    assert not (tmp_path / "out").exists()
+
+
+def test_script_refuses_a_second_run_into_a_live_runs_out(tmp_path, cache):
+    from imgpix.lock import LOCK_NAME, OutputLock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with OutputLock(out):  # the other run: this test process
+        one_line(finish(popen(args(out, cache))), 2, str(out), f"pid {os.getpid()}")
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]  # nothing written beside the other's lock
+
+
+def test_a_killed_runs_lock_is_taken_over_and_removed(tmp_path, cache, main_run, cli):
+    """The holder of the lock is SIGKILLed (no clean-up): its lock file stays, stale, and the next run goes on."""
+    from imgpix.lock import LOCK_NAME
+
+    out = tmp_path / "out"
+    shutil.copytree(main_run[0], out)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from imgpix.lock import OutputLock\n"
+                               f"with OutputLock({str(out)!r}):\n    print('held', flush=True); time.sleep(600)"],
+                              cwd=ROOT, env=ENV, text=True, stdout=subprocess.PIPE)
+    assert holder.stdout.readline().strip() == "held"
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=60)
+    assert (out / LOCK_NAME).exists()
+    outcome = call(cli, args(out, cache))
+    assert outcome.code == 0, outcome.stderr[-3000:]
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_a_refused_start_leaves_no_lock(tmp_path, cache, cli):
+    from imgpix.lock import LOCK_NAME
+
+    out = tmp_path / "other"
+    out.mkdir()
+    (out / "data.txt").write_text("keep me\n")
+    one_error_line(call(cli, args(out, cache)), "not empty")
+    assert not (out / LOCK_NAME).exists()
+
+
+@pytest.mark.parametrize("delay", [0.5, 2.0])
+def test_ctrl_c_during_start_up_exits_130_in_one_line(tmp_path, delay):
+    """SIGINT while the script is still importing (torch and the experiment take seconds to load)."""
+    process = popen(args(tmp_path / "out", tmp_path / "cache"))
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    one_line(finish(process), 130, "interrupted")

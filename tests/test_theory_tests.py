@@ -105,18 +105,23 @@ def test_equation_tests_report_the_control_beside_the_theory():
         assert row.r > 0.5 and row.images == 40 and row.rows == 80
 
 
-def test_roles_match_experiment_names_and_pool_case1():
+def test_roles_name_the_experiments_conditions_and_pool_case1():
+    """Roles map to exact condition names (never parsed): the experiment names which conditions play each role."""
     table = synthetic({tt.UNTRAINED: 1.0})
     names = {"case1": "case1 (m=3)", "case2": "case2 (k=1)", "case3": "case3 (m=3, k=1)"}
     renamed = table.replace({"condition": names})
     more = table[table.condition == "case1"].assign(condition="case1 (m=5)", outliers=5)
     more = more.assign(size=more.n + 5, removed=np.log(N / (more.n + 5)))
-    distant = more.assign(condition="case1 (m=5) distant", removed=0.0)  # not a role: must be ignored
-    tests = tt.equation_tests(pd.concat([renamed, more, distant]), N, **FAST).set_index("equation")
+    distant = more.assign(condition="case1 (m=5) distant", removed=0.0)  # not in a role: must be ignored
+    roles = {**names, "oracle": "oracle", "case1": ["case1 (m=3)", "case1 (m=5)"]}
+    tests = tt.equation_tests(pd.concat([renamed, more, distant]), N, roles=roles, **FAST).set_index("equation")
     assert tests.loc["9/10", "rows"] == 80 and tests.loc["9/10", "holds"]
     assert tests.loc["11/12", "rows"] == tests.loc["13/14", "rows"] == 40
+    by_default = tt.equation_tests(pd.concat([renamed, more]), N, **FAST).set_index("equation")
+    assert by_default.loc["9/10", "rows"] == 0  # the default roles name "case1" only: "case1 (m=3)" is no match
+    two = pd.concat([table, table.query("condition == 'case2'").assign(condition="case2 (k=2)")])
     with pytest.raises(ValueError, match="several conditions"):
-        tt.equation_tests(pd.concat([table, table.query("condition == 'case2'").assign(condition="case2 (k=2)")]), N)
+        tt.equation_tests(two, N, roles={**tt.ROLES, "case2": ["case2", "case2 (k=2)"]})
 
 
 def _nan_or_inf(text: str) -> list[str]:

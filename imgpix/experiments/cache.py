@@ -13,9 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..checkpoint import CHECKPOINT, load_checkpoint, read_checkpoint
-
 from ..config import RUNTIME_ONLY, TrainConfig
-
 from ..train import train
 
 
@@ -35,7 +33,11 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "imgpix"
 
 
-TRAINING_CODE = ("models", "data", "train.py", "fusion.py", "fast_fusion.py", "losses.py", "labels.py")
+# the library code that shapes a trained model: the training loop and its settings, the data and their loaders
+# ("data"), the networks, fusion, losses and labels, the checkpoints a resumed training reads, and the
+# distributed helpers that choose the data order (tests/test_cache.py checks every module train.py imports)
+TRAINING_CODE = ("models", "data", "train.py", "config.py", "checkpoint.py", "distributed.py", "fusion.py",
+                 "fast_fusion.py", "losses.py", "labels.py")
 
 
 def code_digest() -> str:

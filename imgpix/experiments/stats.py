@@ -1,62 +1,160 @@
-"""Statistics shared by the experiments: bootstrap CIs over images, mean ± sd over seeds, paired tests.
+"""The experiments' statistics, in one home: dataset scores of confusion matrices, bootstrap CIs over
+images, mean ± sd over seeds, paired tests. One confidence level (:data:`CONFIDENCE`), one resample count
+(:data:`N_RESAMPLES`; the ``--quick`` CI run uses :data:`QUICK_RESAMPLES`, coarser and faster) and one
+result type (:class:`Estimate`).
 
 The design they follow: test images are the sampled units, models retrained with different seeds
 are blocks, and the same image appears under every seed and condition. So
 
 * a bootstrap resamples *images* (a cluster bootstrap: all rows of an image move together), never
   table rows, which would treat an image's seeds and conditions as independent draws;
+* a dataset score (MIOU, PA, ...) is a function of the summed confusion matrix, not a mean over
+  images: its bootstrap resamples images and re-sums their matrices; every seed is scored on the same
+  images, so one draw of images (or of A/B swaps) serves every seed, and the per-seed scores are
+  averaged (more seeds average out training noise without pretending to add images);
 * a paired test of conditions A and B compares them on the same image and seed, averages the
   difference over seeds per image, and sign-flips per image (a paired permutation test), so the
   p-value assumes only that images are exchangeable;
-* dataset-level metrics (one number per seed, e.g. MIOU) are compared across seeds by a paired
-  t-test, with the seeds as the units.
+* dataset-level metrics (one number per seed) are compared across seeds by a paired t-test, with the
+  seeds as the units.
 
 Everything is deterministic for a given ``seed`` argument. CIs are percentile bootstrap intervals
-(``scipy.stats.bootstrap``): BCa is undefined on the degenerate samples an uninformed network
-gives (exact nats, no spread). A statistic that cannot be computed (no spread in x, too few
-units) is NaN, and so is its CI.
+(``scipy.stats.bootstrap`` for means and fits): BCa is undefined on the degenerate samples an
+uninformed network gives (exact nats, no spread). A statistic that cannot be computed (no spread in x,
+too few units) is NaN, and so is its CI.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..metrics import batched_scores
+
 CONFIDENCE = 0.95
-N_RESAMPLES = 9999
+N_RESAMPLES = 9999  # bootstrap resamples and permutations of every statistic
+QUICK_RESAMPLES = 999  # the --quick CI run's: coarser CIs and p-values (p >= 1/1000), a tenth of the time
 BATCH = 1000  # resamples per vectorised call: bounds memory at BATCH x clusters counts
 
 
-class Interval(NamedTuple):
-    """A point estimate and its confidence interval."""
+@dataclass(frozen=True)
+class Estimate:
+    """A statistic with its confidence interval and, for a comparison, its test: the one result type.
+
+    ``value`` is the point estimate (a mean, a score, a difference B - A, a slope, ...), ``low`` /
+    ``high`` its CI at :data:`CONFIDENCE`. A comparison also has ``p_value``, ``effect_size`` (Cohen's
+    d_z, mean / sd of the paired differences), ``n`` (units: images or seeds), ``seed_sd`` (the sd over
+    seeds of the per-seed value, ddof 1; 0 with one seed), ``per_seed`` values and the ``method``; None
+    where a field does not apply. An Estimate unpacks as ``value, low, high``.
+    """
 
     value: float
     low: float
     high: float
+    p_value: float | None = None
+    effect_size: float | None = None
+    n: int | None = None
+    seed_sd: float | None = None
+    per_seed: tuple[float, ...] = ()
+    method: str = ""
+
+    def __iter__(self) -> Iterator[float]:
+        return iter((self.value, self.low, self.high))
+
+    def __len__(self) -> int:
+        return 3
+
+    def __getitem__(self, index):
+        return (self.value, self.low, self.high)[index]
 
 
-@dataclass(frozen=True)
-class Paired:
-    """A paired comparison A - B: mean difference, its CI, a standardised effect and a p-value.
+def _percentile_ci(draws: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    low, high = np.nanpercentile(draws, [50 * (1 - confidence), 50 * (1 + confidence)], axis=0)
+    return float(low), float(high)
 
-    ``effect_size`` is Cohen's d_z (mean / sd of the paired differences); ``n`` the number of units
-    (images or seeds); ``seed_sd`` the sd over seeds of the per-seed mean difference (NaN with one
-    seed); ``method`` names the test.
+
+def _sd(values) -> float:
+    """The sd (ddof 1) of per-seed values; 0 for one seed."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+# -- dataset scores of confusion matrices ----------------------------------------------------------
+
+
+def score(matrices: np.ndarray, metric: str = "MIOU") -> np.ndarray:
+    """``metric`` in percent of confusion matrices [..., N, N] (:func:`imgpix.metrics.batched_scores`)."""
+    return 100 * batched_scores(matrices)[metric]
+
+
+def _blocks(seeds: np.ndarray) -> list[np.ndarray]:
+    blocks = [np.flatnonzero(seeds == s) for s in np.unique(seeds)]
+    if len({len(b) for b in blocks}) != 1:
+        raise ValueError("every seed must hold the same images (equal counts per seed)")
+    return blocks
+
+
+def _rows_of(matrices: np.ndarray) -> np.ndarray:
+    """[images, N*N]: one flattened confusion matrix per image."""
+    matrices = np.asarray(matrices, dtype=np.float64)
+    return matrices.reshape(len(matrices), -1)
+
+
+def _resample_counts(images: int, rng: np.random.Generator, n_resamples: int) -> np.ndarray:
+    """[n_resamples, images]: how often each image is drawn in each bootstrap resample."""
+    return rng.multinomial(images, np.full(images, 1 / images), size=n_resamples)
+
+
+def score_ci(matrices, seeds, metric: str = "MIOU", *, seed: int = 0, n_resamples: int = N_RESAMPLES,
+             confidence: float = CONFIDENCE) -> Estimate:
+    """Mean over seeds of the per-seed score (``value``), its sd over seeds (``seed_sd``) and a bootstrap
+    CI over images, from per-image confusion matrices [images, N, N] and each image's ``seeds``."""
+    flat, blocks = _rows_of(matrices), _blocks(np.asarray(seeds))
+    n = int(np.sqrt(flat.shape[1]))
+    counts = _resample_counts(len(blocks[0]), np.random.default_rng(seed), n_resamples)
+    per_seed = np.array([score(flat[b].sum(0).reshape(n, n), metric) for b in blocks])
+    draws = np.mean([score((counts @ flat[b]).reshape(-1, n, n), metric) for b in blocks], axis=0)
+    low, high = _percentile_ci(draws, confidence)
+    return Estimate(float(per_seed.mean()), low, high, n=len(per_seed), seed_sd=_sd(per_seed),
+                    per_seed=tuple(float(v) for v in per_seed), method="per-seed scores; bootstrap over images")
+
+
+def score_difference(matrices_a, matrices_b, seeds, metric: str = "MIOU", *, seed: int = 0,
+                     n_resamples: int = N_RESAMPLES, confidence: float = CONFIDENCE) -> Estimate:
+    """Score(B) - score(A) on the same images: mean over seeds, bootstrap CI, and a permutation p-value.
+
+    The p-value swaps A and B per image at random (the same swaps in every seed), the exact null of
+    "the two conditions are exchangeable on every image"; two-sided, ``(1 + #|d*| >= |d|) / (1 + R)``.
+    ``n`` counts the images of a seed; ``per_seed`` holds each seed's difference.
     """
+    flat_a, flat_b, blocks = _rows_of(matrices_a), _rows_of(matrices_b), _blocks(np.asarray(seeds))
+    n = int(np.sqrt(flat_a.shape[1]))
+    rng = np.random.default_rng(seed)
+    counts = _resample_counts(len(blocks[0]), rng, n_resamples)
+    flips = rng.integers(0, 2, size=(n_resamples, len(blocks[0]))).astype(np.float64)
+    observed, boot, null = [], [], []
+    for block in blocks:
+        a, b = flat_a[block], flat_b[block]
+        observed.append(score(b.sum(0).reshape(n, n), metric) - score(a.sum(0).reshape(n, n), metric))
+        boot.append(score((counts @ b).reshape(-1, n, n), metric) - score((counts @ a).reshape(-1, n, n), metric))
+        shift = flips @ (b - a)
+        null.append(score((b.sum(0) - shift).reshape(-1, n, n), metric)
+                    - score((a.sum(0) + shift).reshape(-1, n, n), metric))
+    observed = np.array(observed)
+    effect, boot, null = observed.mean(), np.mean(boot, axis=0), np.mean(null, axis=0)
+    low, high = _percentile_ci(boot, confidence)
+    p_value = (1 + np.sum(np.abs(null) >= abs(effect) - 1e-12)) / (1 + len(null))
+    return Estimate(float(effect), low, high, p_value=float(p_value), n=len(blocks[0]), seed_sd=_sd(observed),
+                    per_seed=tuple(float(v) for v in observed),
+                    method="per-seed score differences; images resampled / swapped alike in every seed")
 
-    effect: float
-    low: float
-    high: float
-    effect_size: float
-    p_value: float
-    n: int
-    seed_sd: float
-    method: str
+
+# -- means and fits of per-image values ------------------------------------------------------------
 
 
 def _cluster_moments(columns: Sequence[np.ndarray], clusters) -> np.ndarray:
@@ -74,12 +172,12 @@ def _cluster_moments(columns: Sequence[np.ndarray], clusters) -> np.ndarray:
 
 
 def _bootstrap(moments: np.ndarray, statistic: Callable[[np.ndarray], np.ndarray], *, seed: int,
-               confidence: float, n_resamples: int) -> list[Interval]:
+               confidence: float, n_resamples: int) -> list[Estimate]:
     """Percentile CIs of ``statistic(summed moments) -> [k, ...]`` over resampled clusters."""
     point = statistic(moments.sum(axis=0))
     clusters, shape = len(moments), moments.shape[1:]
     if clusters < 2:
-        return [Interval(float(v), np.nan, np.nan) for v in point]
+        return [Estimate(float(v), np.nan, np.nan) for v in point]
     flat = moments.reshape(clusters, -1)
 
     def resampled(index, axis=-1):  # index [..., clusters] -> how often each cluster is drawn -> summed moments
@@ -93,7 +191,7 @@ def _bootstrap(moments: np.ndarray, statistic: Callable[[np.ndarray], np.ndarray
         ci = stats.bootstrap((np.arange(len(moments)),), resampled, vectorized=True, n_resamples=n_resamples,
                              batch=BATCH, confidence_level=confidence, method="percentile",
                              rng=np.random.default_rng(seed)).confidence_interval
-    return [Interval(float(v), float(lo), float(hi)) for v, lo, hi in zip(point, ci.low, ci.high)]
+    return [Estimate(float(v), float(lo), float(hi)) for v, lo, hi in zip(point, ci.low, ci.high)]
 
 
 def _mean(m: np.ndarray) -> np.ndarray:
@@ -101,7 +199,7 @@ def _mean(m: np.ndarray) -> np.ndarray:
 
 
 def mean_ci(values, clusters=None, *, seed: int = 0, confidence: float = CONFIDENCE,
-            n_resamples: int = N_RESAMPLES) -> Interval:
+            n_resamples: int = N_RESAMPLES) -> Estimate:
     """Mean of ``values`` with a bootstrap CI; with ``clusters`` (e.g. image ids) whole clusters are resampled.
 
     The estimate is the mean over rows (with clusters, a ratio of cluster sums).
@@ -110,11 +208,11 @@ def mean_ci(values, clusters=None, *, seed: int = 0, confidence: float = CONFIDE
     (ci,) = _bootstrap(_cluster_moments([values], clusters), _mean, seed=seed, confidence=confidence,
                        n_resamples=n_resamples)
     shift = float(values.mean())  # the moments are centred
-    return Interval(ci.value + shift, ci.low + shift, ci.high + shift)
+    return Estimate(ci.value + shift, ci.low + shift, ci.high + shift, n=len(values))
 
 
 def regression(x, y, clusters=None, controls=None, *, seed: int = 0, confidence: float = CONFIDENCE,
-               n_resamples: int = N_RESAMPLES) -> dict[str, Interval]:
+               n_resamples: int = N_RESAMPLES) -> dict[str, Estimate]:
     """Least-squares line ``y = slope * x + intercept`` with bootstrap CIs (resampling clusters, else rows).
 
     Keys: ``slope``, ``intercept``, ``r`` (Pearson), ``ratio`` = mean(y) / mean(x); with
@@ -160,7 +258,7 @@ def over_seeds(table: pd.DataFrame, value: str, by: Sequence[str] = ("condition"
 
 def paired(table: pd.DataFrame, value: str, a: str, b: str, *, condition: str = "condition", unit: str = "image",
            block: str = "seed", seed: int = 0, confidence: float = CONFIDENCE,
-           n_resamples: int = N_RESAMPLES) -> Paired:
+           n_resamples: int = N_RESAMPLES) -> Estimate:
     """Condition ``a`` minus ``b`` on the same images, seeds as blocks.
 
     Per (block, unit) the difference of ``value``; per unit its mean over blocks, D_i. Effect =
@@ -183,12 +281,12 @@ def paired(table: pd.DataFrame, value: str, a: str, b: str, *, condition: str = 
         test = stats.permutation_test((per_unit,), lambda d, axis: d.mean(axis=axis), permutation_type="samples",
                                       vectorized=True, n_resamples=n_resamples, rng=np.random.default_rng(seed))
         size = ci.value / per_unit.std(ddof=1)
-    seed_sd = float(diff.groupby(level=block).mean().std(ddof=1))
-    return Paired(ci.value, ci.low, ci.high, float(size), float(test.pvalue), len(per_unit), seed_sd,
-                  f"per-{unit} differences averaged over {block}s; bootstrap CI; sign-flip permutation test")
+    seed_sd = _sd(diff.groupby(level=block).mean())
+    return Estimate(ci.value, ci.low, ci.high, float(test.pvalue), float(size), len(per_unit), seed_sd,
+                    method=f"per-{unit} differences averaged over {block}s; bootstrap CI; sign-flip permutation test")
 
 
-def paired_seeds(a, b, *, confidence: float = CONFIDENCE) -> Paired:
+def paired_seeds(a, b, *, confidence: float = CONFIDENCE) -> Estimate:
     """A dataset-level metric under conditions A and B on the same seeds (``a[i]``, ``b[i]``: seed i).
 
     Paired t-test: effect = mean difference with its t interval, d_z and the two-sided p-value.
@@ -202,8 +300,8 @@ def paired_seeds(a, b, *, confidence: float = CONFIDENCE) -> Paired:
         test = stats.ttest_rel(a, b)
         ci = test.confidence_interval(confidence)
         size = d.mean() / d.std(ddof=1)
-    return Paired(float(d.mean()), float(ci.low), float(ci.high), float(size), float(test.pvalue), len(d),
-                  float(d.std(ddof=1)), "paired t-test over seeds")
+    return Estimate(float(d.mean()), float(ci.low), float(ci.high), float(test.pvalue), float(size), len(d),
+                    float(d.std(ddof=1)), tuple(float(v) for v in d), "paired t-test over seeds")
 
 
 def plateau(history: pd.DataFrame, by: str, value: str = "MIOU") -> pd.DataFrame:

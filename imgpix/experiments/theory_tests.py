@@ -5,9 +5,11 @@ columns ``model, seed, image, condition, n, size, kept, outliers, removed, lost_
 ce_unfused, ce_fused`` (and ``accuracy_fused`` for :func:`case2_loss`). ``model`` is
 :data:`UNTRAINED` for a network whose outputs are uniform (an FCN with zero-initialised score
 layers at step 0), where the equations are exact, or any other name for an informed (trained) one,
-where they are predictions. Conditions are matched to the paper's cases through :data:`ROLES`
-(regular expressions matched against the whole condition name: ``case1`` and ``case1 (m=3)`` are
-Case 1; several Case 1 conditions are pooled, the oracle, Case 2 and Case 3 must match one each).
+where they are predictions. Conditions are matched to the paper's cases by ``roles``: role -> the
+exact condition name(s) that play it (default :data:`ROLES`, each role's own name; an experiment
+passes the names of its conditions of each role, e.g. ``{"case1": ["case1 (m=3)", "case1 (m=5)"]}``).
+Names are never parsed. Several Case 1 conditions are pooled; the oracle, Case 2 and Case 3 must be
+one condition each.
 
 Per equation, a measured per-image value y is regressed on the predicted x (k' = kept true
 labels, m' = outliers, both as actually used):
@@ -55,11 +57,10 @@ import pandas as pd
 
 from .. import theory as th
 from ..data.common import NUM_CLASSES
-from .stats import N_RESAMPLES, Interval, mean_ci, paired, regression
+from .stats import N_RESAMPLES, Estimate, mean_ci, paired, regression
 
 UNTRAINED = "untrained"
-ROLES = {"oracle": r"oracle", "case1": r"case1( \(m=\d+\))?", "case2": r"case2( \(k=\d+\))?",
-         "case3": r"case3( \(m=\d+, k=\d+\))?"}  # role -> pattern of the condition names
+ROLES = {"oracle": "oracle", "case1": "case1", "case2": "case2", "case3": "case3"}  # role -> its condition name(s)
 COUNTS = ("n", "kept", "outliers")  # the theory-free control is a linear fit on these raw counts
 SLOPE_TOL = 0.1
 INTERCEPT_TOL = 0.1  # nats
@@ -89,11 +90,12 @@ def _rows(table: pd.DataFrame, conditions) -> pd.DataFrame:
 
 
 def _role(table: pd.DataFrame, roles: Mapping, role: str, single: bool = True) -> pd.DataFrame:
-    """The rows of the conditions whose names match ``roles[role]``; ``single``: at most one condition."""
-    rows = table[table["condition"].astype(str).str.fullmatch(roles[role])]
+    """The rows of the conditions ``roles[role]`` names (one name or several); ``single``: at most one of
+    them in the table."""
+    rows = _rows(table, roles.get(role, ()))
     if single and rows["condition"].nunique() > 1:
-        raise ValueError(f"role {role!r} matches several conditions {sorted(rows.condition.unique())}; "
-                         "pass roles= with a pattern that matches one")
+        raise ValueError(f"role {role!r} is played by several conditions {sorted(rows.condition.unique())}; "
+                         "pass roles= naming one")
     return rows
 
 
@@ -155,7 +157,7 @@ def _coverage(rows: pd.DataFrame, candidates: pd.DataFrame, why: str) -> str:
     return f"{left} of {total} images left out ({why})" if left else ""
 
 
-def _flat(fit: Mapping[str, Interval | None]) -> dict:
+def _flat(fit: Mapping[str, Estimate | None]) -> dict:
     out = {}
     for name, interval in fit.items():
         value, low, high = (None, None, None) if interval is None else interval
@@ -163,11 +165,11 @@ def _flat(fit: Mapping[str, Interval | None]) -> dict:
     return out
 
 
-def _fit(rows: pd.DataFrame, x, y, *, seed: int, n_resamples: int) -> dict[str, Interval]:
+def _fit(rows: pd.DataFrame, x, y, *, seed: int, n_resamples: int) -> dict[str, Estimate]:
     return regression(x, y, rows["image"], rows[list(COUNTS)], seed=seed, n_resamples=n_resamples)
 
 
-def _line(fit: dict[str, Interval], x, y, x_name: str = "x", y_name: str = "y") -> tuple[dict, list[str]]:
+def _line(fit: dict[str, Estimate], x, y, x_name: str = "x", y_name: str = "y") -> tuple[dict, list[str]]:
     """``fit`` with slope, intercept and r set to None (not tested) when ``x`` does not vary over the
     rows, and r to None when ``y`` does not; r clipped to [-1, 1]; and the notes saying so."""
     fit, notes = dict(fit), []
@@ -178,7 +180,7 @@ def _line(fit: dict[str, Interval], x, y, x_name: str = "x", y_name: str = "y") 
         fit["r"] = None
         notes.append(f"no r: {y_name} does not vary")
     if fit["r"] is not None:
-        fit["r"] = Interval(*np.clip(fit["r"], -1.0, 1.0))
+        fit["r"] = Estimate(*np.clip(fit["r"], -1.0, 1.0))
     return fit, notes
 
 
@@ -204,11 +206,11 @@ def _nan_free(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _within(interval: Interval, target: float, tolerance: float) -> bool:
+def _within(interval: Estimate, target: float, tolerance: float) -> bool:
     return bool(interval.low - tolerance <= target <= interval.high + tolerance)  # False for NaN
 
 
-def _holds(fit: Mapping[str, Interval], x_varies: bool) -> bool:
+def _holds(fit: Mapping[str, Estimate], x_varies: bool) -> bool:
     ok = _within(fit["ratio"], 1.0, RATIO_TOL)
     if x_varies:
         ok = ok and _within(fit["slope"], 1.0, SLOPE_TOL) and _within(fit["intercept"], 0.0, INTERCEPT_TOL)
@@ -317,7 +319,7 @@ def removal_regression(table: pd.DataFrame, N: int = NUM_CLASSES, *, by=("model"
         ratio = fit["ratio"]
         records.append(_finite({**dict(zip(by, key)), "images": rows.image.nunique(),
                                 "measured": float(rows.removed.mean()), "theory": float(np.mean(x)), **_flat(fit),
-                                **_flat({"absorbed": Interval(1 - ratio.value, 1 - ratio.high, 1 - ratio.low)})},
+                                **_flat({"absorbed": Estimate(1 - ratio.value, 1 - ratio.high, 1 - ratio.low)})},
                                notes))
     return _nan_free(pd.DataFrame(records))
 
@@ -343,7 +345,7 @@ def count_sufficiency(table: pd.DataFrame, a: str, b: str, *, value: str = "remo
         test = paired(rows, value, a, b, seed=seed, n_resamples=n_resamples)
         records.append({"model": model, "a": a, "b": b, "value": value, "theory": 0.0,
                         "mean_a": float(_rows(rows, a)[value].mean()), "mean_b": float(_rows(rows, b)[value].mean()),
-                        "effect": test.effect, "effect_low": test.low, "effect_high": test.high,
+                        "effect": test.value, "effect_low": test.low, "effect_high": test.high,
                         "effect_size": test.effect_size, "p_value": test.p_value, "images": test.n,
                         "seed_sd": test.seed_sd})
     return pd.DataFrame(records)
