@@ -91,6 +91,8 @@ def _common_args(parser: argparse.ArgumentParser, data_default: str | None, DEFA
                         help="train/evaluate without the images whose files are broken (listed as a warning)")
     parser.add_argument("--device", type=_device, default=DEFAULTS["device"],
                         help="cpu, cuda, cuda:1, ... (default: %(default)s)")
+    parser.add_argument("--threads", type=_positive, default=None,
+                        help="torch threads of this process (default: 1 for the tiny net on the CPU, else all cores)")
     parser.add_argument("--tau", type=_unit, default=None,
                         help=f"labeler threshold in [0, 1] (default: {DEFAULTS['tau']}, or the checkpoint's)")
     _quiet_arg(parser)
@@ -230,13 +232,13 @@ def run_train(args) -> None:
 
     from . import distributed
     from .config import TrainConfig
-    from .runtime import keep_freed_memory
+    from .runtime import cpu_worker, default_threads
     from .train import train
 
     DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
     _check_root(args.data, args.root)
     device = distributed.init_from_env(args.device)
-    keep_freed_memory()
+    cpu_worker(args.threads or default_threads(args.model, device))
     given = {name: value for name, value in vars(args).items() if name in DEFAULTS and value is not None}
     cfg = TrainConfig(**{
         **given, "device": device, "labeler": None if args.labeler == "none" else args.labeler,
@@ -272,6 +274,8 @@ def _checkpoint_file(text: str) -> Path:
 
 
 def run_evaluate(args) -> None:
+    import torch
+
     from .config import TrainConfig
     from .evaluate import evaluate_checkpoint, evaluate_module
     from .models import build
@@ -280,6 +284,8 @@ def run_evaluate(args) -> None:
                                                       "num_val", "resize", "eval_split", "tau", "image_size")
              if getattr(args, name) is not None}
     log = lambda text: print(text, file=sys.stderr)  # noqa: E731
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.checkpoint:
         if args.weights or args.labeler:
             raise ValueError("--weights and --labeler go with --model; a checkpoint holds its own networks")

@@ -257,7 +257,8 @@ class LabelSource:
         """The [B, N] bool labels to fuse, or None for the unfused prediction.
 
         ``presence``: ``from_masks(masks, num_classes)`` when the caller has it already. A noisy
-        source refuses or clamps the images m or k does not fit (see ``strict``)."""
+        source draws from ``generator``, or without one from a fresh stream seeded by ``seed`` (so the
+        same call gives the same labels); it refuses or clamps the images m or k does not fit (see ``strict``)."""
         if self.kind == "none":
             return None
         if self.kind == "labeler":
@@ -270,6 +271,7 @@ class LabelSource:
         oracle = self._oracle(num_classes, masks, presence)
         if self.kind == "oracle":
             return oracle
+        generator = self.generator() if generator is None else generator
         labels = corrupt(oracle, self.m, self.k, generator, self.protected, outlier_weights, strict=self.strict)
         self._warn_clamped(oracle)
         return labels

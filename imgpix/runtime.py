@@ -32,3 +32,10 @@ def cpu_worker(threads: int) -> None:
     memory kept (:func:`keep_freed_memory`)."""
     torch.set_num_threads(threads)
     keep_freed_memory()
+
+
+def default_threads(model: str, device: str) -> int:
+    """Torch threads for a process that trains or evaluates ``model``: one for imgpix's tiny net on the CPU
+    (its small tensors gain nothing from more, and threads wait on each other on a busy machine; measured in
+    benchmarks/RESULTS.md), else every core torch would use."""
+    return 1 if model == "tiny" and device == "cpu" else torch.get_num_threads()

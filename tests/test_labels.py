@@ -458,3 +458,13 @@ def test_source_that_fits_every_image_neither_warns_nor_clamps():
             warnings.simplefilter("error")
             source.resolve(21, SCENE, generator=source.generator())
         assert not source.clamped(21, SCENE).any()
+
+
+def test_resolve_without_a_generator_follows_the_sources_seed():
+    masks = torch.tensor([[[0, 1], [2, 3]], [[0, 4], [4, 5]]])
+    source = LabelSource.parse("noisy:m=3,k=1", seed=7, protected=(0,))
+    first, again = source.resolve(21, masks), source.resolve(21, masks)
+    assert torch.equal(first, again)  # deterministic: the seed is the stream
+    assert torch.equal(first, source.resolve(21, masks, generator=source.generator()))
+    others = [LabelSource.parse("noisy:m=3,k=1", seed=s, protected=(0,)).resolve(21, masks) for s in range(8)]
+    assert any(not torch.equal(first, other) for other in others)  # the seed matters

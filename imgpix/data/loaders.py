@@ -28,7 +28,8 @@ def dataset_kwargs(cfg: TrainConfig, split: str) -> dict:
             scenes.update(seed=cfg.seed, epoch=None if cfg.fixed_train else 0)
         return {**scenes, **({"num_images": count} if count else {})}
     train = split == "train"
-    return {"root": cfg.root, "crop_size": cfg.crop_size if train else None, "augment": train,
+    crop = min(cfg.crop_size, cfg.resize) if cfg.resize else cfg.crop_size  # no crop beyond the resized image
+    return {"root": cfg.root, "crop_size": crop if train else None, "augment": train,
             "resize": cfg.resize, **({"seed": cfg.seed} if train else {}), **class_kwargs(cfg)}
 
 
