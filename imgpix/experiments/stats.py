@@ -38,7 +38,7 @@ from ..metrics import batched_scores
 
 CONFIDENCE = 0.95
 N_RESAMPLES = 9999  # bootstrap resamples and permutations of every statistic
-QUICK_RESAMPLES = 999  # the --quick CI run's: coarser CIs and p-values (p >= 1/1000), a tenth of the time
+QUICK_RESAMPLES = 999  # the --quick CI run's: fewer draws, coarser CIs and p-values (p >= 1/1000)
 BATCH = 1000  # resamples per vectorised call: bounds memory at BATCH x clusters counts
 
 
