@@ -62,6 +62,12 @@ def build_parser():
     p.add_argument("--no-protect-background", dest="protect_background", action="store_false",
                    help="let k drop and m add background like any class (default: background always kept)")
     p.add_argument("--generator", action="store_true", help="train with the generator (Eq. 3)")
+    p.add_argument("--resize", type=int_in_range(16), default=None,
+                   help="real data: the images' longer side in pixels (default "
+                        f"{nl.PRESETS['real-default']['resize']}; --quick {nl.PRESETS['real-quick']['resize']})")
+    p.add_argument("--eval-split", default=None,
+                   help="the split every reported number comes from (default: test on real data, where choices are "
+                        "made on val; val on synthetic scenes, where they are made on a separate 'select' set)")
     p.add_argument("--shard", type=shard, default=None, metavar="I/N", help="compute seeds I, I+N, ... only")
     p.add_argument("--merge", action="store_true", help="compute nothing; write the outputs from the seed files")
     p.add_argument("--require", default="", metavar="CLAIM[,CLAIM]",
@@ -83,7 +89,8 @@ def run(argv: list[str] | None) -> int:
                          ambiguity=args.ambiguity, ambiguity_sweep=args.ambiguity_sweep,
                          protect_background=args.protect_background, generator=args.generator,
                          epochs=args.epochs, num_train=args.num_train, num_val=args.num_val,
-                         image_size=args.image_size, device=args.device)
+                         image_size=args.image_size, resize=args.resize, eval_split=args.eval_split,
+                         device=args.device)
     required = [c for c in args.require.split(",") if c]
     unknown = set(required) - set(nl.CLAIMS)
     if unknown:

@@ -29,12 +29,21 @@ BASELINE = "unfused"  # the model trained without labels: the fair baseline
 # images per epoch x epochs at batch_size: the budget of every model (segmenter updates); the labeler, a
 # separate network, trains in the first labeler_epochs epochs only. validation/README.md shows how flat
 # each model's learning curve ends at the default budget.
+# Real photographs (any folder dataset): every training image each epoch, scaled so that the longer side is
+# ``resize`` pixels, random ``crop_size`` crops; num_val / train_val None: every image of the split.
 PRESETS = {
     "default": {"num_train": 1024, "epochs": 48, "labeler_epochs": 12, "batch_size": 16, "num_val": 256,
                 "train_val": 64, "image_size": 64},
     "quick": {"num_train": 128, "epochs": 2, "labeler_epochs": 2, "batch_size": 16, "num_val": 64, "train_val": 16,
               "image_size": 64},
+    "real-default": {"num_train": None, "epochs": 60, "labeler_epochs": 30, "batch_size": 16, "num_val": None,
+                     "train_val": None, "resize": 128, "crop_size": 96},
+    "real-quick": {"num_train": 48, "epochs": 2, "labeler_epochs": 2, "batch_size": 16, "num_val": 24,
+                   "train_val": 16, "resize": 64, "crop_size": 48},
 }
+# The split the reported numbers come from, and the one every choice (budgets, learning curves) is made on:
+# disjoint. Synthetic scenes draw any split name afresh, so "select" is a set of its own.
+SPLITS = {"synthetic": {"eval": "val", "select": "select"}, "real": {"eval": "test", "select": "val"}}
 LR_SCHEDULE = "cosine"  # the segmenter's, in every model: each run ends on its budget's plateau, not mid-swing
 ROLES = ("none", "oracle", "case1", "case2", "case3", "labeler", "confusable", "distant")
 
@@ -102,6 +111,8 @@ class NoiseConfig:
     num_train: int | None = None
     num_val: int | None = None
     image_size: int | None = None
+    resize: int | None = None
+    eval_split: str | None = None  # None: test on real data, val on synthetic scenes
     device: str = "cpu"
 
     def __post_init__(self):
@@ -129,7 +140,15 @@ class NoiseConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.image_size is not None and self.image_size < 16:
             raise ValueError(f"image_size must be >= 16, got {self.image_size}")
-        if self.budget["num_train"] < self.budget["batch_size"]:
+        if self.real and self.image_size is not None:
+            raise ValueError("--image-size is the synthetic scenes' side; real images are scaled with --resize")
+        if not self.real and self.resize is not None:
+            raise ValueError("--resize scales real images; the synthetic scenes' side is --image-size")
+        if self.evaluated_split == self.select_split:
+            raise ValueError(f"the evaluated split must not be the one choices are made on ({self.select_split})")
+        if self.resize is not None and self.resize < 16:
+            raise ValueError(f"resize must be >= 16, got {self.resize}")
+        if (self.budget["num_train"] or self.budget["batch_size"]) < self.budget["batch_size"]:
             raise ValueError(f"num_train must be >= the batch size {self.budget['batch_size']}, "
                              f"got {self.budget['num_train']}")
         for model in self.models:  # every training setting checked before anything runs
@@ -147,12 +166,27 @@ class NoiseConfig:
                              f"choose k < {most}")
 
     @property
+    def real(self) -> bool:
+        return self.data != "synthetic"
+
+    @property
     def budget(self) -> dict:
-        preset = dict(PRESETS["quick" if self.quick else "default"])
-        for name in ("epochs", "num_train", "num_val", "image_size"):
+        name = "quick" if self.quick else "default"
+        preset = dict(PRESETS[f"real-{name}" if self.real else name])
+        for name in ("epochs", "num_train", "num_val", "image_size", "resize"):
             if getattr(self, name) is not None:
                 preset[name] = getattr(self, name)
         return preset
+
+    @property
+    def evaluated_split(self) -> str:
+        """The split every reported number comes from (by default ``test`` on real data)."""
+        return self.eval_split or SPLITS["real" if self.real else "synthetic"]["eval"]
+
+    @property
+    def select_split(self) -> str:
+        """The split of the learning curves and every choice: never the evaluated one."""
+        return SPLITS["real" if self.real else "synthetic"]["select"]
 
     @property
     def resamples(self) -> int:
@@ -185,12 +219,14 @@ def train_config(cfg: NoiseConfig, model: str, seed: int, ambiguity: float) -> T
     labels = MODELS[model]["train_labels"]
     if labels == "noisy":
         labels = f"noisy:m={cfg.m},k={cfg.k}"
+    data = ({"resize": budget["resize"], "crop_size": budget["crop_size"]} if cfg.real else
+            {"image_size": budget["image_size"], "scene_preset": cfg.scene_preset, "ambiguity": ambiguity})
     return replace(cfg.base_config(), fusion=MODELS[model]["fusion"], labeler=MODELS[model]["labeler"],
                    train_labels=labels, tau=cfg.tau,
                    generator=cfg.generator, epochs=budget["epochs"], labeler_epochs=budget["labeler_epochs"],
-                   lr_schedule=LR_SCHEDULE, batch_size=budget["batch_size"], image_size=budget["image_size"],
-                   num_train=budget["num_train"], num_val=budget["train_val"], scene_preset=cfg.scene_preset,
-                   ambiguity=ambiguity, seed=seed, device=cfg.device, channels_last=True, progress=False)
+                   lr_schedule=LR_SCHEDULE, batch_size=budget["batch_size"], num_train=budget["num_train"],
+                   num_val=budget["train_val"], eval_split=cfg.select_split, seed=seed, device=cfg.device,
+                   channels_last=True, progress=False, **data)
 
 
 def ambiguities(cfg: NoiseConfig) -> list[float]:

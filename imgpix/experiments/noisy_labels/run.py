@@ -89,8 +89,9 @@ def run_seed(cfg: NoiseConfig, seed: int, cache_dir: Path, log: Callable[[str], 
     """Train (or load) every model of ``seed`` and evaluate all conditions: the seed's whole result."""
     result = {"seed": seed, "models": {}, "records": [], "sweep": []}
     for ambiguity in ambiguities(cfg):
-        eval_cfg = replace(train_config(cfg, BASELINE, seed, ambiguity), num_val=cfg.budget["num_val"])
-        loader = build_loader(eval_cfg, "val", shuffle=False)
+        eval_cfg = replace(train_config(cfg, BASELINE, seed, ambiguity), num_val=cfg.budget["num_val"],
+                           eval_split=cfg.evaluated_split)
+        loader = build_loader(eval_cfg, cfg.evaluated_split, shuffle=False)
         affinity = labeler = None
         # the baseline first: its confusions define the outlier affinities, and the others borrow its labeler
         for name in sorted(cfg.models, key=list(MODELS).index):
