@@ -17,9 +17,8 @@ not from this conftest. Typical use in a benchmark::
 from __future__ import annotations
 
 import pytest
-from torch import Tensor
-
 from timing import PEDANTIC, copy_fwd, copy_fwd_bwd, measure
+from torch import Tensor
 
 
 @pytest.fixture(scope="session")

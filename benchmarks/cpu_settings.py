@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             order = list(SETTINGS) if round_ % 2 == 0 else list(SETTINGS)[::-1]
             for setting in order:
                 seconds[model, setting].append(measure(model, setting, args.epochs))
-    print(f"| model | setting | median CPU s ({args.epochs} epochs) | ratio to plain | range over {args.rounds} rounds |")
+    print(f"| model | setting | median CPU s ({args.epochs} epochs) | ratio to plain | "
+          f"range over {args.rounds} rounds |")
     print("|---|---|---:|---:|---|")
     for (model, setting), times in seconds.items():
         plain = seconds[model, "plain"]

@@ -53,12 +53,19 @@ import torch  # noqa: E402
 if str(Path(__file__).resolve().parent) not in sys.path:  # benchmarks/ is not a package
     sys.path.append(str(Path(__file__).resolve().parent))
 
-from imgpix import fuse_log  # noqa: E402
-from imgpix.fusion import masked_log_softmax  # noqa: E402
 from model_cases import CASES, flops, peak_memory  # noqa: E402
 from timing import (  # noqa: E402
-    Ratio, copy_fwd_bwd, device_available, fwd_bwd, intra_op_threads, measure_ratio, voc_labels,
+    Ratio,
+    copy_fwd_bwd,
+    device_available,
+    fwd_bwd,
+    intra_op_threads,
+    measure_ratio,
+    voc_labels,
 )
+
+from imgpix import fuse_log  # noqa: E402
+from imgpix.fusion import masked_log_softmax  # noqa: E402
 
 FuseLog = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -256,7 +263,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     parser.add_argument("--repeats", type=positive_int,
                         help="interleaved rounds of every ratio (median), up to 3x as many when noisy")
-    parser.add_argument("--shape", type=lambda s: tuple(int(v) for v in s.split(",")), help="B,N,H,W of the fusion gate")
+    parser.add_argument("--shape", type=lambda s: tuple(int(v) for v in s.split(",")),
+                        help="B,N,H,W of the fusion gate")
     parser.add_argument("--slow", action="store_true", help="gate deliberately_slow_fuse_log instead (must fail)")
     parser.add_argument("--fusion-only", action="store_true", help="skip the FCN-8s model and training-step gates")
     parser.add_argument("--flops", action="store_true", help="print the FCN-8s gates' FLOP ratios instead, and exit")

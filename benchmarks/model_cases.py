@@ -23,12 +23,12 @@ from typing import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from imgpix.config import TrainConfig
 from imgpix.data import NUM_CLASSES
 from imgpix.labels import from_masks
 from imgpix.losses import reconstruction_loss, segmentation_loss
 from imgpix.models import Generator, build_segmenter
 from imgpix.models.fused import ImgPixNet
-from imgpix.config import TrainConfig
 from imgpix.train import Trainer
 
 ARCHS = ("fcn8s", "tiny")

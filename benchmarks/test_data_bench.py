@@ -11,8 +11,9 @@ exact and the other processes' load drops out).
 
 from __future__ import annotations
 
-from imgpix.data import SyntheticScenes
 from timing import benchmark_median, pedantic_args
+
+from imgpix.data import SyntheticScenes
 
 SIZE = 64
 ITEMS = 64

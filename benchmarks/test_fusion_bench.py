@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from timing import DEVICES, copy_fwd, pedantic_args, record, require_device, synced, voc_labels
 
 from imgpix import fuse, fuse_log
 from imgpix.fusion import masked_log_softmax
-from timing import DEVICES, copy_fwd, pedantic_args, record, require_device, synced, voc_labels
 
 NUM_CLASSES = 21
 SHAPES = {"cpu": (8, NUM_CLASSES, 320, 320), "cuda": (8, NUM_CLASSES, 512, 512)}

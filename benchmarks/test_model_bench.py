@@ -10,7 +10,6 @@ plain variant of the same group timed in this session, and the peak memory
 from __future__ import annotations
 
 import pytest
-
 from model_cases import ARCHS, CASES, MODEL_VARIANTS, STEP_VARIANTS, peak_memory, workload
 from timing import DEVICES, benchmark_median, measure, pedantic_args, require_device, synced
 

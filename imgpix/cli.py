@@ -11,8 +11,6 @@ import math
 import sys
 from pathlib import Path
 
-from . import theory
-
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 COMMANDS = {"train": "train the fused model (resumes from --out if it holds a checkpoint)",
             "evaluate": "PA / MPA / FWAA / MIOU of a checkpoint, in percent",
@@ -315,6 +313,8 @@ def run_evaluate(args) -> None:
 
 
 def run_theory(args) -> None:
+    from . import theory
+
     N, n, m, k = args.N, args.n, args.m, args.k
     rows = [("Eq. 4 self_information(N)", lambda: theory.self_information(N)),
             ("Eq. 5 valid_information(n)", lambda: theory.valid_information(n)),

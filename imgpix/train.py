@@ -203,7 +203,8 @@ class Trainer:
         return image, mask.to(self.device, non_blocking=True)
 
     def state(self) -> dict:
-        return {"config": asdict(self.cfg), "epoch": self.epoch, "updates": self.updates, "model": self.model.state_dict(),
+        return {"config": asdict(self.cfg), "epoch": self.epoch, "updates": self.updates,
+                "model": self.model.state_dict(),
                 "seg_opt": self.seg_opt.state_dict(),
                 "aux_opt": self.aux_opt.state_dict() if self.aux_opt else None,
                 "labeler_opt": self.labeler_opt.state_dict() if self.labeler_opt else None}

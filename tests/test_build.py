@@ -42,8 +42,9 @@ def flat(num_classes=21):
 
 @pytest.fixture
 def factory_module(tmp_path, monkeypatch):
-    (tmp_path / "my_nets.py").write_text(textwrap.dedent(FACTORY))
+    (tmp_path / "build_test_nets.py").write_text(textwrap.dedent(FACTORY))
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "build_test_nets", raising=False)  # this test's file, not a cached one
     return tmp_path
 
 
@@ -81,9 +82,9 @@ def test_a_torchvision_model_trains_saves_and_reloads(tmp_path, one_thread):
 
 
 def test_a_user_factory_is_built_upsampled_and_evaluated(factory_module, one_thread):
-    net = build.segmenter("my_nets:net", 5, image_size=32)
+    net = build.segmenter("build_test_nets:net", 5, image_size=32)
     assert net(torch.randn(2, 3, 32, 32)).shape == (2, 5, 32, 32)  # quarter resolution, upsampled
-    cfg = TrainConfig(model="my_nets:net", labeler=None, generator=False, **TINY)
+    cfg = TrainConfig(model="build_test_nets:net", labeler=None, generator=False, **TINY)
     evaluation = evaluate_module(build.build_model(cfg).seg, cfg, ["none", "noisy:m=3,k=1"])
     assert len(evaluation.images) == 8 and (evaluation.images["removed"] >= 0).all()
 
@@ -93,7 +94,7 @@ ERRORS = {
     "factory not importable": (["--model", "no_such_module:net"],
                                r"cannot import module 'no_such_module' of factory 'no_such_module:net': "
                                r"ModuleNotFoundError"),
-    "factory output shape": (["--model", "my_nets:flat"], r"must give logits \[B, N, H, W\]|expected .*got"),
+    "factory output shape": (["--model", "build_test_nets:flat"], r"must give logits \[B, N, H, W\]|expected .*got"),
     "weights of another net": (["--model", "lraspp_mobilenet_v3_large", "--weights", "{tmp}/fcn.pth"],
                                r"does not fit .*missing keys .* unexpected keys"),
     "weights for other classes": (["--model", "lraspp_mobilenet_v3_large", "--weights", "{tmp}/lraspp5.pth"],

@@ -160,7 +160,8 @@ def test_evaluate_defaults_to_unfused_oracle_and_labeler(runs):
     model, cfg, _ = load_checkpoint(runs["_out"] / "checkpoint.pt")
     model.eval()
     with torch.no_grad():
-        batches = [(model.label_scores(image), from_masks(mask, NUM_CLASSES)) for image, mask in build_loader(cfg, "val")]
+        batches = [(model.label_scores(image), from_masks(mask, NUM_CLASSES))
+                   for image, mask in build_loader(cfg, "val")]
     expected = labeler_scores(*(torch.cat(t) for t in zip(*batches)), DEFAULT_TAU, classes=range(1, NUM_CLASSES))
     assert int(line[2]) == expected["classes"]
     for group, key in ((1, "mAP"), (3, "precision"), (4, "recall")):

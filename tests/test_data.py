@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
+from voc_tree import build_voc_tree
 
 from imgpix.data import (
     MEAN,
@@ -24,7 +25,6 @@ from imgpix.data import (
 )
 from imgpix.data.check import BadFilesError, check_dataset
 from imgpix.data.synthetic import family_of, shape_of
-from voc_tree import build_voc_tree
 
 IGNORE = 255
 

@@ -21,7 +21,8 @@ def test_cpu_is_always_there():
 @pytest.mark.parametrize("text", ["cuda", "cuda:0", "cuda:3"])
 def test_cuda_without_cuda(monkeypatch, text):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(ValueError, match=rf"^--device {text}: CUDA is not available on this machine; use --device cpu$"):
+    message = rf"^--device {text}: CUDA is not available on this machine; use --device cpu$"
+    with pytest.raises(ValueError, match=message):
         check_device(text)
 
 

@@ -28,11 +28,11 @@ import pytest
 import torch
 
 from imgpix import distributed as dist
-from imgpix.labels import LabelSource
 from imgpix.checkpoint import CHECKPOINT, HISTORY, load_checkpoint
 from imgpix.config import TrainConfig
 from imgpix.data.loaders import build_loader
 from imgpix.evaluate import evaluate
+from imgpix.labels import LabelSource
 from imgpix.train import train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,19 +7,18 @@ from collections import defaultdict
 
 import pytest
 import torch
-from nets import randomised_segmenter
 from hypothesis import given
+from nets import randomised_segmenter
+from strategies import segmentations
 from torch import nn
 from torch.utils.data import DataLoader
 
 from imgpix.data import SyntheticScenes
 from imgpix.evaluate import Evaluator
-from imgpix.metrics import per_image_confusion
 from imgpix.labels import LabelSource, from_masks
-from imgpix.metrics import ConfusionMatrix, confusion_matrix, labeler_scores
+from imgpix.metrics import ConfusionMatrix, confusion_matrix, labeler_scores, per_image_confusion
 from imgpix.models import build_labeler
 from imgpix.models.fused import ImgPixNet
-from strategies import segmentations
 
 N, SIZE, IMAGES = 21, 32, 6
 

@@ -6,15 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 from hypothesis import given
+from nets import randomised_segmenter
+from strategies import cases
 from torch import nn
 
 import imgpix
-from nets import randomised_segmenter
 from imgpix.fusion import LOGIT_ADD_BETA, fuse
 from imgpix.labels import LabelSource, corrupt, from_masks
 from imgpix.models import Discriminator, Generator, build_labeler, build_segmenter
 from imgpix.models.fused import FUSIONS, ImgPixNet
-from strategies import cases
 
 N, B, S = 21, 2, 32
 

@@ -11,11 +11,12 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
+from strategies import MODERATE_SCALES, cases, filled, full_labels, ref_fuse, ref_fuse_add, ref_log
 
 from imgpix import fuse, fuse_log
 from imgpix.fusion import LOG_FUSION_MODES, fused_log_probs
-from strategies import MODERATE_SCALES, cases, filled, full_labels, ref_fuse, ref_fuse_add, ref_log
 
 
 def probs_of(case, dtype=torch.float32):

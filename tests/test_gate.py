@@ -150,7 +150,8 @@ def test_fusion_gate_fails_for_slow_fuse_log_and_passes_for_copy_speed():
         return z.clone()
 
     fast = gate.default_gates("cpu", fuse_log_impl=copy_speed, shape=SMALL, repeats=5, models=False)
-    slow = gate.default_gates("cpu", fuse_log_impl=gate.deliberately_slow_fuse_log, shape=SMALL, repeats=3, models=False)
+    slow = gate.default_gates("cpu", fuse_log_impl=gate.deliberately_slow_fuse_log, shape=SMALL, repeats=3,
+                              models=False)
     assert gate.run_gates(fast, io.StringIO())
     assert not gate.run_gates(slow, io.StringIO())
     assert 0 < fast[0].measure().value <= fast[0].bound

@@ -7,14 +7,16 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
+from strategies import MODERATE_SCALES, cases, filled
 
-from imgpix import fuse_log, theory as th
+from imgpix import fuse_log
+from imgpix import theory as th
 from imgpix.data import IGNORE_INDEX
 from imgpix.information import Audit, audit, removed_nats
 from imgpix.labels import corrupt, from_masks
 from imgpix.models import build_segmenter
-from strategies import MODERATE_SCALES, cases, filled
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -7,11 +7,12 @@ import warnings
 
 import pytest
 import torch
-from hypothesis import assume, given, strategies as st
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from strategies import class_subsets, label_sets, outlier_weights
 
 from imgpix import labels as lb
 from imgpix.labels import DEFAULT_TAU, LabelClampWarning, LabelSource
-from strategies import class_subsets, label_sets, outlier_weights
 
 SEEDS = st.integers(0, 2**31 - 1)
 

@@ -8,12 +8,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import assume, given, strategies as st
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from strategies import segmentations
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 from torchmetrics.functional.classification import binary_average_precision
 
 from imgpix.metrics import METRIC_NAMES, ConfusionMatrix, average_precision, confusion_matrix, labeler_scores, scores
-from strategies import segmentations
 
 IGNORE = 255
 
@@ -210,7 +211,8 @@ def test_non_square_cm_raises(cm):
         scores(cm)
 
 
-@pytest.mark.parametrize("cm", [np.zeros((3, 3), dtype=np.int64), np.zeros((0, 0)), torch.zeros(2, 2, dtype=torch.long)])
+@pytest.mark.parametrize("cm", [np.zeros((3, 3), dtype=np.int64), np.zeros((0, 0)),
+                                torch.zeros(2, 2, dtype=torch.long)])
 def test_empty_cm_raises(cm):
     with pytest.raises(ValueError, match="empty"):
         scores(cm)

@@ -10,6 +10,13 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 from torch.utils.data import DataLoader
+from voc_tree import (
+    build_folder_tree,
+    build_voc_tree,
+    truncate,
+    write_garbage,
+    write_png_mask,
+)
 
 from imgpix.data import VOC_CLASSES, SyntheticScenes
 from imgpix.data.build import DatasetInfo, build_dataset, dataset_info, default_train_split
@@ -23,13 +30,6 @@ from imgpix.data.folder import (
 )
 from imgpix.data.synthetic import class_names
 from imgpix.data.voc import VOCSegmentation
-from voc_tree import (
-    build_folder_tree,
-    build_voc_tree,
-    truncate,
-    write_garbage,
-    write_png_mask,
-)
 
 IGNORE = 255
 FIVE = ("background", "cat", "dog", "car", "tree")

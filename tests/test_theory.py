@@ -8,10 +8,12 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import assume, given, strategies as st
+from hypothesis import assume, given
+from hypothesis import strategies as st
 from scipy.stats import entropy
 
-from imgpix import fuse, theory as th
+from imgpix import fuse
+from imgpix import theory as th
 
 
 # ------------------------------------------------------------ closed forms

@@ -6,15 +6,16 @@ evaluation over a split."""
 from __future__ import annotations
 
 import copy
-import math
 import csv
+import math
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-import pandas as pd
+from voc_tree import build_folder_tree, write_garbage
 
 import imgpix.checkpoint as ckpt
 import imgpix.config as config
@@ -22,6 +23,7 @@ import imgpix.data.loaders as loaders
 import imgpix.evaluate as evaluation
 import imgpix.metrics as metrics_mod
 import imgpix.train as T
+from imgpix.config import TrainConfig
 from imgpix.data import NUM_CLASSES, BadFilesError, SyntheticScenes
 from imgpix.data.synthetic import PRESETS, class_names
 from imgpix.fusion import fuse_log
@@ -29,8 +31,6 @@ from imgpix.labels import IGNORE_INDEX, LabelSource, corrupt, from_masks
 from imgpix.losses import MIN_LOG_PROB, reconstruction_loss, segmentation_loss
 from imgpix.metrics import confusion_matrix, scores
 from imgpix.train import Trainer
-from imgpix.config import TrainConfig
-from voc_tree import build_folder_tree, write_garbage
 
 SIZE = 32
 
@@ -412,7 +412,8 @@ def test_scene_settings_reach_both_splits():
         data = loaders.build_split(cfg, split)
         assert (data.preset, data.ambiguity, data.family_size, data.co_occurrence, data.size) == (
             PRESETS["voc"], 0.5, 2, True, SIZE)
-    assert loaders.build_split(cfg, "train").seed == 4 and loaders.build_split(cfg, "val").seed == 0  # val: one fixed set
+    # val: one fixed set
+    assert loaders.build_split(cfg, "train").seed == 4 and loaders.build_split(cfg, "val").seed == 0
     assert cfg.info.class_names == tuple(class_names(NUM_CLASSES, 2)) != cfg_for().info.class_names
 
 
@@ -478,7 +479,8 @@ def test_checkpoint_round_trip(two_epochs):
     assert [int(r["updates"]) for r in rows] == [4, 8]  # 2 iterations an epoch, s stepped twice in each
     row = rows[-1]
     result = evaluation.evaluate(model, loader, loaded_cfg.eval_source)
-    assert {k: float(row[k]) for k in metrics_mod.METRIC_NAMES} == {k: round(100 * result[k], 4) for k in metrics_mod.METRIC_NAMES}
+    names = metrics_mod.METRIC_NAMES
+    assert {k: float(row[k]) for k in names} == {k: round(100 * result[k], 4) for k in names}
     assert all(0.0 <= result[k] <= 1.0 for k in metrics_mod.METRIC_NAMES)
     assert (out / "config.json").exists()
     assert not list(out.glob("*.tmp"))
@@ -663,10 +665,12 @@ def test_segmenter_learning_rate_follows_its_schedule(monkeypatch, schedule):
     monkeypatch.setattr(T, "step", lambda loss, *opts: (
         seen.extend(o.param_groups[0]["lr"] for o in opts if o is trainer.seg_opt), real_step(loss, *opts)))
     trainer = Trainer(cfg)
+    states = []
     for epoch in range(2):
         trainer.train_epoch(loaders.build_loader(cfg, "train", shuffle=True, epoch=epoch + 1))
         trainer.epoch += 1
-        after_first = after_first if epoch else copy.deepcopy(trainer.state())
+        states.append(copy.deepcopy(trainer.state()))
+    after_first = states[0]
     assert seen == pytest.approx(expected, abs=1e-12)
     seen.clear()
     trainer = Trainer(cfg)

@@ -14,9 +14,19 @@ from torch import nn
 from imgpix.fusion import fuse_log
 from imgpix.labels import from_masks
 from imgpix.models import ImgPixNet
-from imgpix.models.zoo import (CLASSIFIERS, SEGMENTERS, LabelerAdapter, SegmenterAdapter,
-                               build_torchvision_labeler, build_torchvision_segmenter, check_output,
-                               factory_segmenter, load_factory, load_weights, read_state_dict)
+from imgpix.models.zoo import (
+    CLASSIFIERS,
+    SEGMENTERS,
+    LabelerAdapter,
+    SegmenterAdapter,
+    build_torchvision_labeler,
+    build_torchvision_segmenter,
+    check_output,
+    factory_segmenter,
+    load_factory,
+    load_weights,
+    read_state_dict,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread", "no_download")
 
