@@ -10,6 +10,7 @@ images (the synthetic val split is one fixed set), so row i of every seed is the
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pandas as pd
@@ -118,10 +119,71 @@ def test_paired_seeds_is_the_paired_t_test():
     out, ref = stats.paired_seeds(a, b), sps.ttest_rel(a, b)
     d = np.subtract(a, b)
     assert (out.value, out.p_value, out.n) == pytest.approx((d.mean(), ref.pvalue, 4))
-    assert out.effect_size == pytest.approx(d.mean() / d.std(ddof=1))
     assert (out.low, out.high) == pytest.approx(tuple(ref.confidence_interval()))
+    assert out.per_seed == pytest.approx(tuple(d)) and out.seed_sd == pytest.approx(d.std(ddof=1))
     with pytest.raises(ValueError, match="equal length"):
         stats.paired_seeds([1.0, 2.0], [1.0])
+
+
+def test_paired_t_over_three_seeds_by_hand():
+    """d = (1, 2.5, -0.3): mean 16/15, sd 1.4012, t = mean / (sd / sqrt 3) on 2 df, CI mean +- t_.975,2 sd / sqrt 3."""
+    a, b = [61.0, 63.5, 60.2], [60.0, 61.0, 60.5]
+    out = stats.paired_seeds(a, b)
+    d = np.array([1.0, 2.5, -0.3])
+    sd = math.sqrt(((d - d.mean()) ** 2).sum() / 2)
+    half = 4.302652729911275 * sd / math.sqrt(3)  # t_{0.975, 2}
+    t = d.mean() / (sd / math.sqrt(3))
+    assert out.value == pytest.approx(16 / 15) and out.seed_sd == pytest.approx(sd)
+    assert (out.low, out.high) == pytest.approx((d.mean() - half, d.mean() + half))
+    assert out.p_value == pytest.approx(2 * sps.t.sf(t, 2)) == pytest.approx(sps.ttest_rel(a, b).pvalue)
+    assert math.isnan(out.effect_size)  # no d_z over 3 seeds
+
+
+def test_effect_size_only_from_ten_units_on():
+    d = np.arange(1.0, 1.0 + stats.MIN_EFFECT_UNITS)
+    out = stats.paired_seeds(d, np.zeros_like(d))
+    assert out.effect_size == pytest.approx(d.mean() / d.std(ddof=1))
+    assert math.isnan(stats.paired_seeds(d[:-1], np.zeros(len(d) - 1)).effect_size)
+
+
+def test_seed_mean_is_the_t_interval_over_seeds():
+    values = [50.0, 53.0, 47.5]
+    out = stats.seed_mean(values)
+    low, high = sps.t.interval(0.95, 2, loc=np.mean(values), scale=sps.sem(values))
+    assert (out.value, out.low, out.high, out.n) == pytest.approx((np.mean(values), low, high, 3))
+    assert out.per_seed == tuple(values) and out.seed_sd == pytest.approx(np.std(values, ddof=1))
+    one = stats.seed_mean([4.0])
+    assert one.value == 4.0 and math.isnan(one.low) and math.isnan(one.high) and one.seed_sd == 0.0
+
+
+@pytest.mark.parametrize("mean, sd, needed", [
+    (1.0, 1.0, 7),  # t_.975,5 / sqrt 6 = 1.049 >= 1 > t_.975,6 / sqrt 7 = 0.925
+    (-1.0, 1.0, 7),  # the sign does not matter
+    (-21.82, 13.03, 4),  # the issue's headline: 3 seeds give half-width 32.4, 4 seeds 20.7 < 21.82
+    (2.0, 0.0, 2),  # no spread: the first n with an interval
+    (0.0, 1.0, None),  # no number of seeds decides a zero mean
+    (float("nan"), 1.0, None),
+])
+def test_seeds_needed_by_hand(mean, sd, needed):
+    found = stats.seeds_needed(mean, sd)
+    assert found == needed
+    if needed and sd > 0:
+        def half(n):
+            return sps.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+        assert half(needed) < abs(mean) <= half(needed - 1)
+
+
+def test_seeds_needed_gives_up_beyond_the_search():
+    assert stats.seeds_needed(1e-9, 1.0) is None
+    assert stats.seeds_needed(0.01, 1.0) == pytest.approx((1.96 / 0.01) ** 2, rel=0.01)
+
+
+def test_p_text_names_the_monte_carlo_floor():
+    assert stats.p_text(1 / 1000, 999) == "p < 1/1000"
+    assert stats.p_text(1 / 10000, 9999) == "p < 1/10000"
+    assert stats.p_text(2 / 1000, 999) == "p = 0.002"
+    assert stats.p_text(0.0973) == "p = 0.097"
+    assert stats.p_text(None) == stats.p_text(float("nan")) == "no p-value"
 
 
 # ------------------------------------------------------------------ paired test, seeds as blocks
@@ -137,7 +199,7 @@ def _long(values_a, values_b) -> pd.DataFrame:
 def test_paired_permutation_p_is_exact_on_a_tiny_example():
     out = stats.paired(_long([[1.0, 2.0, 3.0]], [[0.0, 0.0, 0.0]]), "v", "A", "B")
     assert out.p_value == 0.25  # 2 of the 8 sign flips reach |mean| >= 2
-    assert (out.value, out.effect_size, out.n) == (2.0, 2.0, 3)
+    assert (out.value, out.n) == (2.0, 3) and math.isnan(out.effect_size)  # no d_z over 3 units
     d = [1.0, -1.0, 2.0, 3.0, 0.5]
     assert stats.paired(_long([d], [[0.0] * 5]), "v", "A", "B").p_value == pytest.approx(sign_flip_p(d))
 

@@ -3,8 +3,9 @@ images, mean ± sd over seeds, paired tests. One confidence level (:data:`CONFID
 (:data:`N_RESAMPLES`; the ``--quick`` CI run uses :data:`QUICK_RESAMPLES`, coarser and faster) and one
 result type (:class:`Estimate`).
 
-The design they follow: test images are the sampled units, models retrained with different seeds
-are blocks, and the same image appears under every seed and condition. So
+The design they follow: models retrained with different seeds are the units of a claim about the
+method, test images are the units of a statement about the trained models, and the same image appears
+under every seed and condition. So
 
 * a bootstrap resamples *images* (a cluster bootstrap: all rows of an image move together), never
   table rows, which would treat an image's seeds and conditions as independent draws;
@@ -16,7 +17,17 @@ are blocks, and the same image appears under every seed and condition. So
   difference over seeds per image, and sign-flips per image (a paired permutation test), so the
   p-value assumes only that images are exchangeable;
 * dataset-level metrics (one number per seed) are compared across seeds by a paired t-test, with the
-  seeds as the units.
+  seeds as the units (:func:`paired_seeds`). This is the test of a claim about the *method*: retraining
+  is what varies between seeds, and the sd over seeds is usually far larger than the image-level
+  standard error. The t interval is exact for normal per-seed differences and stays honest with 3
+  seeds (wide), where a sign-flip test cannot go below p = 2/2^3 = 0.25 and a bootstrap of 3 values
+  has 10 distinct resamples and too narrow an interval. It treats the evaluated images as fixed (every
+  seed is scored on the same ones), so the image-level interval is shown beside it, labelled as
+  conditional on the trained networks. :func:`seeds_needed` says how many seeds a decision would need
+  at the measured mean and sd;
+* an effect size (Cohen's d_z) is given only over at least :data:`MIN_EFFECT_UNITS` units (NaN below:
+  over 3 seeds it is noise); a Monte Carlo p-value at its floor 1/(R+1) is printed as such
+  (:func:`p_text`).
 
 Everything is deterministic for a given ``seed`` argument. CIs are percentile bootstrap intervals
 (``scipy.stats.bootstrap`` for means and fits): BCa is undefined on the degenerate samples an
@@ -40,6 +51,8 @@ CONFIDENCE = 0.95
 N_RESAMPLES = 9999  # bootstrap resamples and permutations of every statistic
 QUICK_RESAMPLES = 999  # the --quick CI run's: fewer draws, coarser CIs and p-values (p >= 1/1000)
 BATCH = 1000  # resamples per vectorised call: bounds memory at BATCH x clusters counts
+MIN_EFFECT_UNITS = 10  # Cohen's d_z is given over at least this many units (seeds, images), else NaN
+MOST_SEEDS = 10**9  # seeds_needed searches no further
 
 
 @dataclass(frozen=True)
@@ -48,9 +61,10 @@ class Estimate:
 
     ``value`` is the point estimate (a mean, a score, a difference B - A, a slope, ...), ``low`` /
     ``high`` its CI at :data:`CONFIDENCE`. A comparison also has ``p_value``, ``effect_size`` (Cohen's
-    d_z, mean / sd of the paired differences), ``n`` (units: images or seeds), ``seed_sd`` (the sd over
-    seeds of the per-seed value, ddof 1; 0 with one seed), ``per_seed`` values and the ``method``; None
-    where a field does not apply. An Estimate unpacks as ``value, low, high``.
+    d_z, mean / sd of the paired differences; NaN over fewer than :data:`MIN_EFFECT_UNITS` units), ``n``
+    (units: images or seeds), ``seed_sd`` (the sd over seeds of the per-seed value, ddof 1; 0 with one
+    seed), ``per_seed`` values and the ``method``; None where a field does not apply. An Estimate
+    unpacks as ``value, low, high``.
     """
 
     value: float
@@ -127,6 +141,9 @@ def score_ci(matrices, seeds, metric: str = "MIOU", *, seed: int = 0, n_resample
 def score_difference(matrices_a, matrices_b, seeds, metric: str = "MIOU", *, seed: int = 0,
                      n_resamples: int = N_RESAMPLES, confidence: float = CONFIDENCE) -> Estimate:
     """Score(B) - score(A) on the same images: mean over seeds, bootstrap CI, and a permutation p-value.
+
+    Images are the units: the interval and p describe *these trained models* (conditional on them), not
+    the method; a claim about the method is decided over seeds (:func:`paired_seeds` of ``per_seed``).
 
     The p-value swaps A and B per image at random (the same swaps in every seed), the exact null of
     "the two conditions are exchangeable on every image"; two-sided, ``(1 + #|d*| >= |d|) / (1 + R)``.
@@ -262,7 +279,8 @@ def paired(table: pd.DataFrame, value: str, a: str, b: str, *, condition: str = 
     """Condition ``a`` minus ``b`` on the same images, seeds as blocks.
 
     Per (block, unit) the difference of ``value``; per unit its mean over blocks, D_i. Effect =
-    mean D_i with a bootstrap CI over units; effect size d_z = mean / sd of D_i; p-value of the
+    mean D_i with a bootstrap CI over units (conditional on the trained models: the blocks are fixed);
+    effect size d_z = mean / sd of D_i (from :data:`MIN_EFFECT_UNITS` units on); p-value of the
     two-sided sign-flip permutation test on D_i (exact when 2^units <= ``n_resamples``).
     Pairs missing either condition are dropped.
     """
@@ -280,17 +298,25 @@ def paired(table: pd.DataFrame, value: str, a: str, b: str, *, condition: str = 
     with np.errstate(all="ignore"):
         test = stats.permutation_test((per_unit,), lambda d, axis: d.mean(axis=axis), permutation_type="samples",
                                       vectorized=True, n_resamples=n_resamples, rng=np.random.default_rng(seed))
-        size = ci.value / per_unit.std(ddof=1)
     seed_sd = _sd(diff.groupby(level=block).mean())
-    return Estimate(ci.value, ci.low, ci.high, float(test.pvalue), float(size), len(per_unit), seed_sd,
+    return Estimate(ci.value, ci.low, ci.high, float(test.pvalue), _effect_size(per_unit), len(per_unit), seed_sd,
                     method=f"per-{unit} differences averaged over {block}s; bootstrap CI; sign-flip permutation test")
+
+
+def _effect_size(d: np.ndarray) -> float:
+    """Cohen's d_z = mean / sd of the paired differences ``d``; NaN over fewer than :data:`MIN_EFFECT_UNITS`."""
+    if len(d) < MIN_EFFECT_UNITS:
+        return np.nan
+    with np.errstate(all="ignore"):
+        return float(np.mean(d) / np.std(d, ddof=1))
 
 
 def paired_seeds(a, b, *, confidence: float = CONFIDENCE) -> Estimate:
     """A dataset-level metric under conditions A and B on the same seeds (``a[i]``, ``b[i]``: seed i).
 
-    Paired t-test: effect = mean difference with its t interval, d_z and the two-sided p-value.
-    With seeds as the units, few seeds give wide intervals, as they should.
+    Paired t-test over seeds (the module docstring says why): effect = mean of the per-seed differences
+    A - B (``per_seed``) with its t interval, their sd (``seed_sd``), the two-sided p-value, and d_z
+    from :data:`MIN_EFFECT_UNITS` seeds on. Few seeds give wide intervals, as they should.
     """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
@@ -299,9 +325,56 @@ def paired_seeds(a, b, *, confidence: float = CONFIDENCE) -> Estimate:
     with np.errstate(all="ignore"):
         test = stats.ttest_rel(a, b)
         ci = test.confidence_interval(confidence)
-        size = d.mean() / d.std(ddof=1)
-    return Estimate(float(d.mean()), float(ci.low), float(ci.high), float(test.pvalue), float(size), len(d),
+    return Estimate(float(d.mean()), float(ci.low), float(ci.high), float(test.pvalue), _effect_size(d), len(d),
                     float(d.std(ddof=1)), tuple(float(v) for v in d), "paired t-test over seeds")
+
+
+def seed_mean(values, *, confidence: float = CONFIDENCE) -> Estimate:
+    """Mean of one value per seed with its t interval over seeds (NaN with one seed), the sd and the values."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 1 or len(values) < 1:
+        raise ValueError(f"values must be 1-D and non-empty, got shape {values.shape}")
+    mean, sd = float(values.mean()), _sd(values)
+    low = high = np.nan
+    if len(values) > 1:
+        half = stats.t.ppf(0.5 + confidence / 2, len(values) - 1) * sd / np.sqrt(len(values))
+        low, high = mean - half, mean + half
+    return Estimate(mean, float(low), float(high), n=len(values), seed_sd=sd,
+                    per_seed=tuple(float(v) for v in values), method="t interval over seeds")
+
+
+def seeds_needed(mean: float, sd: float, *, confidence: float = CONFIDENCE) -> int | None:
+    """The power line: the smallest n >= 2 with ``t_{(1+confidence)/2, n-1} * sd / sqrt(n) < |mean|``.
+
+    The number of seeds at which a paired t interval over seeds would exclude 0 if the per-seed
+    differences kept the measured ``mean`` and ``sd`` (a planning figure: at that n about half of the
+    reruns would decide). 2 when ``sd`` is 0 and ``mean`` is not; None when ``mean`` is 0 or not finite,
+    or no n up to :data:`MOST_SEEDS` does.
+    """
+    mean, sd = abs(float(mean)), float(sd)
+    if not (np.isfinite(mean) and np.isfinite(sd)) or mean == 0:
+        return None
+
+    def decides(n: int) -> bool:  # monotone in n: t and 1/sqrt(n) both fall
+        return bool(stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / np.sqrt(n) < mean)
+
+    if not decides(MOST_SEEDS):
+        return None
+    low, high = 1, MOST_SEEDS  # decides(high), not decides(low) (n = 1 has no interval)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if decides(middle) else (middle, high)
+    return high
+
+
+def p_text(p: float | None, resamples: int | None = None) -> str:
+    """``"p = 0.031"``; ``"p < 1/(R+1)"`` (e.g. ``"p < 1/10000"``) for a Monte Carlo p-value of ``resamples``
+    draws at its floor 1/(R+1); ``"no p-value"`` for None or NaN."""
+    if p is None or not np.isfinite(p):
+        return "no p-value"
+    if resamples and p <= (1 + 1e-9) / (resamples + 1):
+        return f"p < 1/{resamples + 1}"
+    return f"p = {p:.2g}"
 
 
 def plateau(history: pd.DataFrame, by: str, value: str = "MIOU") -> pd.DataFrame:
