@@ -109,6 +109,7 @@ def run(argv: list[str] | None) -> int:
     print(summary["markdown"]["table"])
     print(summary["markdown"]["claims"])
     print(summary["markdown"]["verdicts"])
+    print(f"results: {summary['out']}")
     failed = [c["claim"] for c in summary["claims"] if c["claim"] in required and not c["supported"]]
     if failed:
         print(f"{PROG}: required claims not supported: {', '.join(failed)}", file=sys.stderr)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..checkpoint import CHECKPOINT, load_checkpoint, read_checkpoint
+from ..checkpoint import CHECKPOINT, HISTORY, load_checkpoint, read_checkpoint
 from ..config import RUNTIME_ONLY, TrainConfig
 from ..train import train
 
@@ -67,6 +67,16 @@ def _file_lock(path: Path):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def epochs_done(configs: list[TrainConfig], cache_dir: Path) -> tuple[int, int]:
+    """(epochs trained so far, epochs in all) of ``configs`` in ``cache_dir``: the rows of their histories."""
+    done = 0
+    for cfg in configs:
+        history = Path(cache_dir) / "models" / config_key(cfg) / HISTORY
+        with contextlib.suppress(OSError):
+            done += min(max(len(history.read_text().splitlines()) - 1, 0), cfg.epochs)
+    return done, sum(cfg.epochs for cfg in configs)
 
 
 def is_cached(cfg: TrainConfig, cache_dir: Path) -> bool:

@@ -19,7 +19,7 @@ import pickle
 import shutil
 import signal
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from multiprocessing import get_context
@@ -151,9 +151,9 @@ def _lock(out: Path, shard: tuple[int, int] | None) -> Iterator[None]:
 def _resolve(out: Path | None, identity: dict, force: bool, results_root: Path) -> Path:
     if out is not None:
         return Path(out)
-    if results_root.is_dir() and not force:
+    if results_root.is_dir() and not force:  # the newest run of this configuration, finished or not
         for run in sorted((p for p in results_root.iterdir() if p.is_dir()), reverse=True):
-            if not is_finished(run) and _run_record(run).get("config") == identity:
+            if _run_record(run).get("config") == identity:
                 return run
     out, i = results_root / run_stamp(), 1
     while out.exists():
@@ -175,8 +175,8 @@ def open_run(out: Path | None, identity: dict, force: bool, results_root: Path, 
              shard: tuple[int, int] | None = None) -> Iterator[Run]:
     """The output directory of a run of ``identity``, locked for the ``with`` block.
 
-    * ``out=None``: the newest unfinished run of ``identity`` under ``results_root`` is resumed,
-      else a new ``results_root/<stamp>`` is made.
+    * ``out=None``: the newest run of ``identity`` under ``results_root`` is resumed (a finished one
+      only rewrites its outputs), else a new ``results_root/<stamp>`` is made.
     * A run of the same identity in ``out`` is resumed (a finished one only rewrites its outputs).
     * ``force``: the files and folders the earlier run in ``out`` recorded (``known``, every name the
       experiment may write, for a run that recorded none) are removed first; other files stay.
@@ -246,24 +246,35 @@ def _ignore_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def in_parallel(job: Callable, calls: list[tuple], jobs: int, desc: str, progress: bool) -> list:
+def in_parallel(job: Callable, calls: list[tuple], jobs: int, desc: str, progress: bool,
+                steps: Callable[[], tuple[int, int]] | None = None) -> list:
     """``job(*call)`` for every call, with a progress bar; results in the order of ``calls``.
 
     With ``jobs > 1`` and more than one call, ``min(jobs, len(calls))`` spawned worker processes run them
     (each sets its own torch threads). The first failure cancels the calls not yet started and is raised;
-    Ctrl-C stops the workers at once (what they finished is saved by the jobs themselves)."""
+    Ctrl-C stops the workers at once (what they finished is saved by the jobs themselves). ``steps``, polled
+    every second, gives (steps done, steps in all) of the whole batch (e.g. epochs of every model): the bar
+    counts those, so its rate and ETA cover the workers running side by side."""
     from tqdm import tqdm
 
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if not calls:
+        return []
     if jobs == 1 or len(calls) <= 1:
         return [job(*call) for call in tqdm(calls, desc=desc, disable=not progress)]
     results: list = [None] * len(calls)
     pool = ProcessPoolExecutor(min(jobs, len(calls)), mp_context=get_context("spawn"), initializer=_ignore_interrupts)
     futures = {pool.submit(job, *call): i for i, call in enumerate(calls)}
+    total = steps()[1] if steps else len(calls)
+    bar = tqdm(total=total, desc=desc, unit=" epochs" if steps else "", disable=not progress)
     try:
-        for done in tqdm(as_completed(futures), total=len(calls), desc=desc, disable=not progress):
-            results[futures[done]] = done.result()
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            for done in finished:
+                results[futures[done]] = done.result()
+            bar.update((steps()[0] if steps else len(futures) - len(pending)) - bar.n)
     except BaseException as error:
         for future in futures:
             future.cancel()
@@ -272,5 +283,6 @@ def in_parallel(job: Callable, calls: list[tuple], jobs: int, desc: str, progres
                 process.terminate()
         raise
     finally:
+        bar.close()
         pool.shutdown(wait=True, cancel_futures=True)
     return results

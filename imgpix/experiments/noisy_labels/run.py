@@ -25,8 +25,8 @@ from ...evaluate import Evaluator
 from ...labels import LabelSource
 from ...models import build_model
 from ...runtime import cpu_worker
-from ..cache import default_cache_dir, is_cached, trained_model
-from ..runner import ExperimentError, Units, in_parallel, open_run
+from ..cache import default_cache_dir, epochs_done, is_cached, trained_model
+from ..runner import ExperimentError, Units, in_parallel, is_finished, open_run
 from ..stats import score
 from .design import BASELINE, MODELS, TAUS, NoiseConfig, ambiguities, conditions, train_config
 from .report import OUTPUTS, report_markdown, write_outputs
@@ -168,7 +168,8 @@ def run(cfg: NoiseConfig, out: Path | None = None, force: bool = False, cache_di
     with open_run(out, cfg.identity(), force, results_root, OUTPUTS, shard) as opened:
         out = opened.out
         if opened.resumed:
-            log(f"resuming the unfinished run in {out}")
+            state = "rewriting the outputs of the finished" if is_finished(out) else "resuming the unfinished"
+            log(f"{state} run of this configuration in {out}")
         units = seed_units(out)
         opened.outputs.folder(units.folder.name)
         mine = [s for s in seeds if shard is None or s % shard[1] == shard[0]]
@@ -181,7 +182,8 @@ def run(cfg: NoiseConfig, out: Path | None = None, force: bool = False, cache_di
         if todo:
             log(f"{len(todo)} seed(s) to compute in {out}: {len(trainings)} models, {len(to_train)} of them to "
                 f"train and the rest from the cache; budget {cfg.budget}")
-        in_parallel(_train_job, [(t, cache, threads) for t in to_train], jobs, "models", progress)
+        in_parallel(_train_job, [(t, cache, threads) for t in to_train], jobs, f"training {len(to_train)} models",
+                    progress, steps=lambda: epochs_done(to_train, cache))
         in_parallel(_seed_job, [(cfg, seed, cache, units, threads) for seed in todo], jobs, "seeds", progress)
         if shard is not None:
             return None
@@ -189,7 +191,7 @@ def run(cfg: NoiseConfig, out: Path | None = None, force: bool = False, cache_di
         summary["timings"] = {"wall_s": round(time.perf_counter() - start, 1),
                               "cache_warm": not todo or not to_train, "seeds_computed": len(todo),
                               "jobs": min(jobs, max(len(trainings), 1)), "threads": threads}
-        summary["command"] = command
+        summary["command"], summary["out"] = command, str(out)
         opened.outputs.write_text("report.md", report_markdown(summary))
         opened.outputs.write_json("summary.json", summary)  # last: its presence marks a finished run
     return summary
