@@ -2,54 +2,62 @@
 
 A table has one row per image, condition, seed and model (:func:`audit_frame` builds it), with
 columns ``model, seed, image, condition, n, size, kept, outliers, removed, lost_fraction,
-ce_unfused, ce_fused`` (and ``accuracy_fused`` for :func:`case2_loss`). ``model`` is
-:data:`UNTRAINED` for a network whose outputs are uniform (an FCN with zero-initialised score
-layers at step 0), where the equations are exact, or any other name for an informed (trained) one,
-where they are predictions. Conditions are matched to the paper's cases by ``roles``: role -> the
-exact condition name(s) that play it (default :data:`ROLES`, each role's own name; an experiment
-passes the names of its conditions of each role, e.g. ``{"case1": ["case1 (m=3)", "case1 (m=5)"]}``).
-Names are never parsed. Several Case 1 conditions are pooled; the oracle, Case 2 and Case 3 must be
-one condition each.
+ce_unfused, ce_fused``, and where the audit measures them ``removed_mass`` (per image, the mean over
+its labelled pixels of ``1 - sum_{c in L} P_c``: the mass the network puts on the classes the labels
+remove) and ``removed_truth`` (the nats the *true* labels remove, over the pixels this condition
+keeps), plus ``accuracy_fused`` for :func:`case2_loss`. ``model`` is :data:`UNTRAINED` for a network
+whose outputs are uniform (an FCN with zero-initialised score layers at step 0), where every equation
+is an identity of algebra, or any other name for a trained network, where the equations are
+predictions. Conditions are matched to the paper's cases by ``roles``: role -> the exact condition
+name(s) that play it (default :data:`ROLES`; an experiment passes the names of its conditions of each
+role, e.g. ``{"case1": ["case1 (m=3)", "case1 (m=5)"]}``). Names are never parsed. Several Case 1
+conditions are pooled; the oracle, Case 2 and Case 3 must be one condition each.
 
-Per equation, a measured per-image value y is regressed on the predicted x (k' = kept true
-labels, m' = outliers, both as actually used):
+Per equation, a measured per-image value y is set against the predicted x (k' = kept true labels,
+m' = outliers, both as actually used):
 
-====== ==================================================== ==================
-Eq.    measured y (per image)                               predicted x
-====== ==================================================== ==================
-4      CE of P over labelled pixels (oracle rows)           log N
-5      CE of P' fused with the true labels                  log n
-6      nats removed by the true labels                      log(N/n)
-9/10   nats removed with m' >= 1 outliers (Case 1)          log(N/(n+m'))
-11/12  removed(Case 2) - removed(oracle), k' < n            log(n/k')
-13/14  removed(Case 2) - removed(Case 3), same k', m' >= 1   log((m'+k')/k')
-====== ==================================================== ==================
+========== ================================================================ ==================
+test       measured y (per image)                                           predicted x
+========== ================================================================ ==================
+assumption mass on the classes the true labels remove, ``removed_mass``     (N - n)/N
+4          CE of P over labelled pixels (oracle rows)                        log N
+5          CE of P' fused with the true labels                               log n
+6          nats removed by the true labels                                   log(N/n)
+6 vs n     the same, against n: "more is removed when n is small"           slope < 0
+9/10       nats removed with m' >= 1 outliers (Case 1)                       log(N/(n+m'))
+11/12      Case 2's removed - ``removed_truth``, on the pixels Case 2 keeps  log(n/k')
+13/14      removed(Case 2) - removed(Case 3), same k' (same pixels)          log((m'+k')/k')
+========== ================================================================ ==================
 
-(Eqs. 9, 11 and 13 are the complements ``log|L| = log N - removed`` of 10, 12 and 14 at the
-uniform limit.) Images are the resampled units of every CI (all seeds and conditions of an image
-move together). Beside every fit stands a theory-free control: the in-sample R^2 of a linear fit
-of y on the raw counts n, k', m' (with its free parameters it is favoured over the theory's
-fixed prediction).
+The assumption is the theory's whole content for a trained network: Eqs. 6-14 follow from "the network
+spreads its mass evenly", i.e. puts (N - |L|)/N on the classes L removes. Eqs. 11/12 compare Case 2
+with the oracle on the same pixels (those Case 2 keeps), where the per-pixel difference
+``log(sum_{c in truth} P_c / sum_{c in L} P_c)`` is never negative; Eqs. 13/14 compare Case 2 and Case 3,
+which keep the same pixels. Images are the resampled units of every CI (all seeds and conditions of
+an image move together): the intervals describe the trained networks, not retraining. Beside every
+fit stands a theory-free control: the in-sample R^2 of a linear fit of y on the raw counts n, k', m'.
 
-Verdict rule, per model: the equation *holds* when the CIs of ``ratio`` = mean y / mean x, widened
-by :data:`RATIO_TOL`, contain 1 and, when x varies over images, the CIs of the slope (widened by
-:data:`SLOPE_TOL`) contain 1 and of the intercept (widened by :data:`INTERCEPT_TOL` nats) contain
-0. A NaN statistic never holds. Then per equation: ``holds`` when it holds on every model tested
-and an informed one is among them; ``holds for an uninformed network only`` when it holds on the
-untrained model and not on an informed one (or only the untrained one was tested); ``refuted``
-otherwise (including a failure on the untrained model, where the equations are exact); ``not
-tested`` when the table has no rows for it. A wide CI cannot refute: read the CI widths beside the
-verdict.
+**Verdicts by equivalence**, per equation and model (:func:`equivalence`): the prediction *holds*
+when the CI of ``ratio`` = mean y / mean x lies inside 1 ± :data:`RATIO_TOL` and, where x varies over
+images, the CIs of the slope inside 1 ± :data:`SLOPE_TOL` and of the intercept inside 0 ±
+:data:`INTERCEPT_TOL` nats; it is *refuted* when one of these CIs lies entirely outside its band, and
+*inconclusive* otherwise (a wide CI decides nothing). "6 vs n" is a direction: holds when the slope's
+CI lies below 0, refuted above, inconclusive when it holds 0. An equation whose x takes one value on
+every image (Eq. 13/14 with one m and k) is *not testable in this design*; Eqs. 4 and 5 are *not
+testable here* for a trained network: they are a pixel label's information under a uniform prior (log
+N, log n), not a property of a network's cross-entropy; only their difference (Eq. 6) predicts what
+labels remove from a network. The untrained network is an *identity check* of the measurement (it
+passes by algebra, see tests/test_theory_tests.py), never evidence for the theory.
+:func:`verdicts` puts each equation's model verdicts in words, e.g. "refuted for trained networks".
 
 No table holds NaN or infinity. A statistic that does not exist is None (an empty cell in Markdown)
-and the row's ``note`` says why: slope, intercept and r are "not tested" where x does not vary over
-images (Eq. 4's log N, Eq. 14's log((m'+k')/k') for one m and k); r where y does not vary. ``note``
-also counts the images an equation leaves out, e.g. those where Case 2 equals the oracle (k >= n),
-so an equation tested on few images is flagged, and says why an equation is not tested.
+and the row's ``note`` says why, counts the images an equation leaves out (e.g. those where Case 2
+equals the oracle, k >= n) and says why an equation is not tested.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
@@ -66,9 +74,15 @@ SLOPE_TOL = 0.1
 INTERCEPT_TOL = 0.1  # nats
 RATIO_TOL = 0.1
 X_SPREAD = 1e-9  # below this range of x over images there is no slope to fit
-HOLDS, UNINFORMED, REFUTED, NOT_TESTED = "holds", "holds for an uninformed network only", "refuted", "not tested"
-EQUATIONS = ("4", "5", "6", "9/10", "11/12", "13/14")
+HOLDS, REFUTED, INCONCLUSIVE = "holds", "refuted", "inconclusive"
+NOT_TESTED, NOT_TESTABLE, NOT_IN_DESIGN = "not tested", "not testable here", "not testable in this design"
+IDENTITY_PASSES, IDENTITY_FAILS = "identity check: passes", "identity check: FAILS"
+EQUATIONS = ("assumption", "4", "5", "6", "6 vs n", "9/10", "11/12", "13/14")
+PRIOR_ONLY = ("4", "5")
+PRIOR_REASON = ("a pixel label's information under a uniform prior (log N, log n), not a property of a network's "
+                "cross-entropy; only their difference, Eq. 6, predicts what labels remove from a network")
 KEYS = ["model", "seed", "image"]
+COUNT_NAMES = {"n": "n", "kept": "k'", "outliers": "m'"}
 
 
 def audit_frame(result: Mapping, image=None, **columns) -> pd.DataFrame:
@@ -112,14 +126,35 @@ def _lost_nats(n, kept) -> np.ndarray:
     return out
 
 
-def _equation_data(table: pd.DataFrame, N: int, roles: Mapping) -> dict[str, tuple]:
-    """Per equation: (what is tested, the predicted form, rows with measured ``y`` and predicted ``x``,
-    the candidate rows, why candidates are left out, what a missing candidate means)."""
+@dataclass(frozen=True)
+class Spec:
+    """One test: what is measured, the predicted form, the rows with ``y`` (measured) and ``x`` (predicted),
+    the candidate rows, why candidates are left out, why the test is absent (no candidates, or a column the
+    records lack: ``absent``), the counts x depends on, and the rule (``equivalence`` or ``direction``)."""
+
+    tested: str
+    form: str
+    data: pd.DataFrame
+    candidates: pd.DataFrame
+    why: str
+    missing: str
+    counts: tuple[str, ...] = ()
+    rule: str = "equivalence"
+    absent: str = ""
+
+
+def _column(table: pd.DataFrame, name: str) -> str:
+    """"" when ``table`` has column ``name``, else why a test that needs it is not run."""
+    return "" if name in table else (f"the per-image records have no {name!r} column (the information audit of "
+                                     "this run does not measure it)")
+
+
+def _specs(table: pd.DataFrame, N: int, roles: Mapping) -> dict[str, Spec]:
+    """Every test of :data:`EQUATIONS` on ``table``."""
     oracle, case2 = _role(table, roles, "oracle"), _role(table, roles, "case2")
     case1 = _role(table, roles, "case1", single=False)
-    pairs2 = _pairs(case2, oracle)
     pairs3 = _pairs(_role(table, roles, "case3"), case2)
-    lost = pairs2.query("kept < n and outliers == 0")
+    lost = case2.query("kept < n and outliers == 0")
     outl = pairs3.query("outliers >= 1 and kept == kept_ref and outliers_ref == 0")
     ones = case1.query("kept == n and outliers >= 1")
 
@@ -127,24 +162,37 @@ def _equation_data(table: pd.DataFrame, N: int, roles: Mapping) -> dict[str, tup
         rows = rows.assign(y=y).dropna(subset=["y"])
         return rows.assign(x=x(rows))
 
-    no_pixel = "no labelled pixel whose true class is kept"
+    def measured(rows, column):  # the column, or NaN (no row) when the records lack it
+        return rows[column] if column in rows else np.nan
+
+    no_pixel, no_oracle = "no labelled pixel whose true class is kept", "no oracle rows"
     return {
-        "4": ("CE of the unfused prediction, oracle rows", "log N",
-              data(oracle, oracle.ce_unfused, lambda r: th.self_information(N)), oracle, no_pixel, "no oracle rows"),
-        "5": ("CE of the prediction fused with the true labels", "log n",
-              data(oracle, oracle.ce_fused, lambda r: th.valid_information(r.n)), oracle, no_pixel, "no oracle rows"),
-        "6": ("nats removed by the true labels", "log(N/n)",
-              data(oracle, oracle.removed, lambda r: th.removed_information(N, r.n)), oracle, no_pixel,
-              "no oracle rows"),
-        "9/10": ("nats removed by labels with m' outliers (Case 1)", "log(N/(n+m'))",
-                 data(ones, ones.removed, lambda r: th.case1_removed(N, r.n, r.outliers)), case1,
-                 "Case 1 added no outlier (m' = 0)", "no Case 1 rows"),
-        "11/12": ("extra nats removed keeping k' < n true labels (Case 2 - oracle)", "log(n/k')",
-                  data(lost, lost.removed - lost.removed_ref, lambda r: th.case2_lost(r.n, r.kept)), pairs2,
-                  "Case 2 equals the oracle: k >= n, every true label kept", "no Case 2 rows beside oracle rows"),
-        "13/14": ("nats m' outliers leave in (Case 2 - Case 3, same k')", "log((m'+k')/k')",
-                  data(outl, outl.removed_ref - outl.removed, lambda r: th.case3_outlier(r.outliers, r.kept)), pairs3,
-                  "Case 3 added no outlier to Case 2's kept labels", "no Case 3 rows beside Case 2 rows"),
+        "assumption": Spec("mass on the classes the true labels remove (the theory's assumption)", "(N-n)/N",
+                           data(oracle, measured(oracle, "removed_mass"), lambda r: (N - r["size"]) / N), oracle,
+                           "no labelled pixel", no_oracle, ("n",), absent=_column(table, "removed_mass")),
+        "4": Spec("CE of the unfused prediction, oracle rows", "log N",
+                  data(oracle, oracle.ce_unfused, lambda r: th.self_information(N)), oracle, no_pixel, no_oracle),
+        "5": Spec("CE of the prediction fused with the true labels", "log n",
+                  data(oracle, oracle.ce_fused, lambda r: th.valid_information(r.n)), oracle, no_pixel, no_oracle,
+                  ("n",)),
+        "6": Spec("nats removed by the true labels", "log(N/n)",
+                  data(oracle, oracle.removed, lambda r: th.removed_information(N, r.n)), oracle, no_pixel, no_oracle,
+                  ("n",)),
+        "6 vs n": Spec("nats removed by the true labels against n: more removed when n is small", "slope < 0",
+                       data(oracle, oracle.removed, lambda r: r.n.astype(np.float64)), oracle, no_pixel, no_oracle,
+                       ("n",), rule="direction"),
+        "9/10": Spec("nats removed by labels with m' outliers (Case 1)", "log(N/(n+m'))",
+                     data(ones, ones.removed, lambda r: th.case1_removed(N, r.n, r.outliers)), case1,
+                     "Case 1 added no outlier (m' = 0)", "no Case 1 rows", ("n", "outliers")),
+        "11/12": Spec("extra nats Case 2 removes on the pixels it keeps (Case 2 - oracle, same pixels)", "log(n/k')",
+                      data(lost, lost.removed - measured(lost, "removed_truth"),
+                           lambda r: th.case2_lost(r.n, r.kept)), case2,
+                      "Case 2 equals the oracle: k >= n, every true label kept", "no Case 2 rows", ("n", "kept"),
+                      absent=_column(table, "removed_truth")),
+        "13/14": Spec("nats m' outliers leave in (Case 2 - Case 3, same k', same pixels)", "log((m'+k')/k')",
+                      data(outl, outl.removed_ref - outl.removed, lambda r: th.case3_outlier(r.outliers, r.kept)),
+                      pairs3, "Case 3 added no outlier to Case 2's kept labels", "no Case 3 rows beside Case 2 rows",
+                      ("outliers", "kept")),
     }
 
 
@@ -206,99 +254,160 @@ def _nan_free(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _within(interval: Estimate, target: float, tolerance: float) -> bool:
-    return bool(interval.low - tolerance <= target <= interval.high + tolerance)  # False for NaN
+def _bounds(interval: Estimate | None) -> tuple[float, float]:
+    return (np.nan, np.nan) if interval is None else (interval.low, interval.high)
 
 
-def _holds(fit: Mapping[str, Estimate], x_varies: bool) -> bool:
-    ok = _within(fit["ratio"], 1.0, RATIO_TOL)
+def equivalence(interval: Estimate | None, target: float, tolerance: float) -> str:
+    """:data:`HOLDS` when the CI ``[low, high]`` lies inside ``target ± tolerance`` (bounds included),
+    :data:`REFUTED` when it lies entirely outside, :data:`INCONCLUSIVE` when it straddles a bound or is
+    missing (None or NaN)."""
+    low, high = _bounds(interval)
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return INCONCLUSIVE
+    if target - tolerance <= low and high <= target + tolerance:
+        return HOLDS
+    if high < target - tolerance or low > target + tolerance:
+        return REFUTED
+    return INCONCLUSIVE
+
+
+def direction(interval: Estimate | None, sign: int = -1) -> str:
+    """:data:`HOLDS` when the CI lies on the ``sign`` side of 0, :data:`REFUTED` when on the other,
+    :data:`INCONCLUSIVE` when it holds 0 or is missing."""
+    low, high = (bound * sign for bound in _bounds(interval))
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return INCONCLUSIVE
+    return HOLDS if min(low, high) > 0 else REFUTED if max(low, high) < 0 else INCONCLUSIVE
+
+
+def combine(verdicts) -> str:
+    """Several statistics of one prediction: refuted when one is, holds when all do, else inconclusive."""
+    verdicts = list(verdicts)
+    if REFUTED in verdicts:
+        return REFUTED
+    return HOLDS if verdicts and all(v == HOLDS for v in verdicts) else INCONCLUSIVE
+
+
+def _statistics_verdict(spec: Spec, fit: Mapping[str, Estimate], x_varies: bool) -> str:
+    if spec.rule == "direction":
+        return direction(fit["slope"])
+    found = [equivalence(fit["ratio"], 1.0, RATIO_TOL)]
     if x_varies:
-        ok = ok and _within(fit["slope"], 1.0, SLOPE_TOL) and _within(fit["intercept"], 0.0, INTERCEPT_TOL)
-    return ok
+        found += [equivalence(fit["slope"], 1.0, SLOPE_TOL), equivalence(fit["intercept"], 0.0, INTERCEPT_TOL)]
+    return combine(found)
+
+
+def _one_value(spec: Spec, rows: pd.DataFrame) -> str:
+    """Why x takes one value, in words: the counts that do not vary and x's value."""
+    fixed = [f"{COUNT_NAMES[c]} = {int(rows[c].iloc[0])}" for c in spec.counts if rows[c].nunique() == 1]
+    on = f" ({', '.join(fixed)} on every image)" if fixed else ""
+    return (f"{NOT_IN_DESIGN}: {spec.form} takes one value, {float(rows.x.iloc[0]):.3g}, on every image{on}, so "
+            "its dependence on the counts cannot be tested; the measured mean is shown")
+
+
+def _verdict(key: str, spec: Spec, model: str, fit: Mapping[str, Estimate], rows: pd.DataFrame,
+             x_varies: bool) -> tuple[str, str]:
+    """The model's verdict on test ``key`` and, where it is not a decision, why."""
+    decided = _statistics_verdict(spec, fit, x_varies)
+    if model == UNTRAINED:
+        return (IDENTITY_PASSES if decided == HOLDS else IDENTITY_FAILS), ""
+    if key in PRIOR_ONLY:
+        return NOT_TESTABLE, f"{NOT_TESTABLE}: Eqs. 4 and 5 give {PRIOR_REASON}"
+    if not x_varies:
+        return NOT_IN_DESIGN, _one_value(spec, rows)
+    return decided, ""
 
 
 def equation_tests(table: pd.DataFrame, N: int = NUM_CLASSES, *, roles: Mapping = ROLES, seed: int = 0,
                    n_resamples: int = N_RESAMPLES) -> pd.DataFrame:
-    """One row per (equation, model): y regressed on x per image, with bootstrap CIs and the control.
+    """One row per (test of :data:`EQUATIONS`, model): y against x per image, with bootstrap CIs over images,
+    the control and the model's verdict.
 
     Columns: ``equation, tested, theory_form, model, images, rows, measured(_low/_high)`` (mean y),
-    ``theory`` (mean x), ``slope, intercept, r, ratio, r2_control`` each with ``_low/_high``,
-    ``x_varies``, ``holds`` (the rule of the module docstring) and ``note``. Rows whose measurement
-    is NaN (an image with no kept pixel) are dropped. No number is NaN or infinite: where x does not
-    vary, slope, intercept and r are None ("not tested"), as is r where y does not vary; ``note``
-    says so, and how many images an equation left out and why (e.g. Case 2 equal to the oracle where
-    k >= n). A model with no usable row gets ``rows`` 0, ``holds`` None and the reason in ``note``
-    (``model`` None when the table has no candidate row at all).
+    ``theory`` (mean predicted nats), ``slope, intercept, r, ratio, r2_control`` each with ``_low/_high``,
+    ``theory_slope`` (1, or for "6 vs n" the slope of log(N/n) on n over the same images), ``x_varies``,
+    ``verdict`` (the module docstring's rule) and ``note``. Rows whose measurement is NaN (an image with
+    no kept pixel) are dropped. No number is NaN or infinite: a statistic that does not exist is None and
+    ``note`` says why, and how many images a test left out and why. A model with no usable row gets
+    ``rows`` 0, verdict ``not tested`` and the reason in ``note`` (``model`` None when the table has no
+    candidate row at all).
     """
     records = []
-    for equation, (tested, form, data, candidates, why, missing) in _equation_data(table, N, roles).items():
-        head = {"equation": equation, "tested": tested, "theory_form": form}
-        if candidates.empty:
-            records.append({**head, "model": None, "images": 0, "rows": 0, "holds": None,
-                            "note": f"{NOT_TESTED}: {missing}"})
-        for model in candidates["model"].unique():
-            rows = data[data.model == model]
-            coverage = _coverage(rows, candidates[candidates.model == model], why)
+    for key, spec in _specs(table, N, roles).items():
+        head = {"equation": key, "tested": spec.tested, "theory_form": spec.form}
+        if spec.candidates.empty or spec.absent:
+            records.append({**head, "model": None, "images": 0, "rows": 0, "verdict": NOT_TESTED,
+                            "note": f"{NOT_TESTED}: {spec.absent or spec.missing}"})
+            continue
+        for model in spec.candidates["model"].unique():
+            rows = spec.data[spec.data.model == model]
+            coverage = _coverage(rows, spec.candidates[spec.candidates.model == model], spec.why)
             if rows.empty:
-                records.append({**head, "model": model, "images": 0, "rows": 0, "holds": None, "note": coverage})
+                records.append({**head, "model": model, "images": 0, "rows": 0, "verdict": NOT_TESTED,
+                                "note": coverage})
                 continue
             fit, notes = _line(_fit(rows, rows.x, rows.y, seed=seed, n_resamples=n_resamples), rows.x, rows.y)
-            measured = mean_ci(rows.y, rows.image, seed=seed, n_resamples=n_resamples)
+            predicted = rows.x
+            if spec.rule == "direction":  # x is n: the prediction is Eq. 6's log(N/n), its slope on n the theory's
+                predicted = th.removed_information(N, rows.n)
+                fit["ratio"] = fit["intercept"] = None
+                theory_slope = np.polyfit(rows.x, predicted, 1)[0] if fit["slope"] is not None else None
+            else:
+                theory_slope = 1.0
             x_varies = bool(np.ptp(rows.x) > X_SPREAD)
+            verdict, why = _verdict(key, spec, model, fit, rows, x_varies)
+            if why:  # the verdict's reason replaces the bare "x does not vary"
+                notes = [why] + [n for n in notes if not n.startswith(f"{NOT_TESTED}: x does not vary")]
+            measured = mean_ci(rows.y, rows.image, seed=seed, n_resamples=n_resamples)
             records.append(_finite({**head, "model": model, "images": rows.image.nunique(), "rows": len(rows),
-                                    **_flat({"measured": measured}), "theory": float(rows.x.mean()), **_flat(fit),
-                                    "x_varies": x_varies, "holds": _holds(fit, x_varies)},
-                                   [coverage] * bool(coverage) + notes))
+                                    **_flat({"measured": measured}), "theory": float(np.mean(predicted)),
+                                    **_flat(fit), "theory_slope": theory_slope, "x_varies": x_varies,
+                                    "verdict": verdict}, [coverage] * bool(coverage) + notes))
     return _nan_free(pd.DataFrame(records))
 
 
-def _verdict(holds_untrained: bool | None, holds_informed: bool | None) -> str:
-    if holds_untrained is False:
-        return REFUTED
-    if holds_informed:
-        return HOLDS
-    return UNINFORMED if holds_untrained else REFUTED
+def _in_words(verdicts: Mapping[str, str]) -> str:
+    """Trained models' verdicts in words: "refuted for trained networks (unfused, fused)", or per verdict."""
+    groups: dict[str, list[str]] = {}
+    for model, verdict in verdicts.items():
+        groups.setdefault(verdict, []).append(model)
+    if len(groups) == 1:
+        (verdict, models), = groups.items()
+        return f"{verdict} for trained networks ({', '.join(models)})"
+    return "; ".join(f"{verdict} for {', '.join(models)}" for verdict, models in groups.items())
+
+
+def _reasons(rows: pd.DataFrame) -> str:
+    """The parts of ``rows``' notes that say why a test is not tested or not testable (once each)."""
+    parts = [part for note in rows.get("note", []) if note for part in note.split("; ")]
+    found = [p for p in dict.fromkeys(parts) if p.startswith((NOT_TESTED, NOT_TESTABLE, NOT_IN_DESIGN))]
+    return "; ".join(found) or ("" if len(rows) else f"{NOT_TESTED}: the table has no rows for it")
 
 
 def verdicts(table: pd.DataFrame, N: int = NUM_CLASSES, *, roles: Mapping = ROLES, seed: int = 0,
-             n_resamples: int = N_RESAMPLES) -> pd.DataFrame:
-    """One row per equation (4, 5, 6, 9/10, 11/12, 13/14) with its verdict, from :func:`equation_tests`.
-
-    Columns: ``equation, tested, theory_form``, then the first informed model's numbers (else the
-    untrained one's): ``model, measured, ci_low, ci_high`` (mean measured nats and its CI),
-    ``theory`` (mean predicted nats), ``ratio, slope, intercept`` with ``_low/_high``, ``r,
-    r2_control, images``; ``holds_untrained`` / ``holds_informed`` (all informed models; None when
-    not tested), ``holds_by_model``, ``verdict`` and ``note`` (that model's note from
-    :func:`equation_tests`, or why the equation is not tested). Never NaN or infinite: a number
-    that does not exist (e.g. a slope where x does not vary) is None, an empty cell in Markdown.
-    """
-    tests = equation_tests(table, N=N, roles=roles, seed=seed, n_resamples=n_resamples)
-    columns = ["tested", "theory_form", "model", "measured", "measured_low", "measured_high", "theory",
-               "ratio", "ratio_low", "ratio_high", "slope", "slope_low", "slope_high",
-               "intercept", "intercept_low", "intercept_high", "r", "r2_control", "images"]
+             n_resamples: int = N_RESAMPLES, tests: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per test of :data:`EQUATIONS`: its trained models' verdicts in words (``verdict``), e.g.
+    "refuted for trained networks (unfused, fused)", ``by_model`` ("unfused: refuted, fused: refuted"),
+    ``identity_check`` (the untrained network's, "not run" without one) and ``note`` (why a test is not
+    tested or not testable). ``tests``: :func:`equation_tests`' table, when already computed."""
+    if tests is None:
+        tests = equation_tests(table, N=N, roles=roles, seed=seed, n_resamples=n_resamples)
     records = []
-    for equation in EQUATIONS:
-        group = tests[tests["equation"] == equation] if len(tests) else tests
-        done = group[group["rows"] > 0] if len(group) else group
-        if done.empty:
-            head = group.iloc[0][["tested", "theory_form"]].to_dict() if len(group) else {}
-            notes = [note for note in group.get("note", []) if note]
-            records.append({"equation": equation, **head, "holds_untrained": None, "holds_informed": None,
-                            "holds_by_model": "", "verdict": NOT_TESTED,
-                            "note": "; ".join(notes) or f"{NOT_TESTED}: the table has no rows for it"})
-            continue
-        untrained, informed = done[done.model == UNTRAINED], done[done.model != UNTRAINED]
-        holds_u = bool(untrained.holds.all()) if len(untrained) else None
-        holds_i = bool(informed.holds.all()) if len(informed) else None
-        shown = (informed if len(informed) else untrained).iloc[0]
-        by_model = ", ".join(f"{m}: {'not tested' if h is None else 'yes' if h else 'no'}"
-                             for m, h in zip(group.model, group.holds))
-        records.append({"equation": equation, **shown[columns].to_dict(), "holds_untrained": holds_u,
-                        "holds_informed": holds_i, "holds_by_model": by_model, "verdict": _verdict(holds_u, holds_i),
-                        "note": shown["note"]})
-    out = pd.DataFrame(records, columns=["equation", *columns, "holds_untrained", "holds_informed", "holds_by_model",
-                                         "verdict", "note"])
-    return _nan_free(out.rename(columns={"measured_low": "ci_low", "measured_high": "ci_high"}))
+    for key in EQUATIONS:
+        group = tests[tests["equation"] == key] if len(tests) else tests
+        head = group.iloc[0][["tested", "theory_form"]].to_dict() if len(group) else {}
+        trained = group[group.model.notna() & (group.model != UNTRAINED)] if len(group) else group
+        untrained = group[group.model == UNTRAINED] if len(group) else group
+        decided = trained[trained.verdict != NOT_TESTED] if len(trained) else trained
+        verdict = _in_words(dict(zip(decided.model, decided.verdict))) if len(decided) else NOT_TESTED
+        records.append({"equation": key, **head, "verdict": verdict,
+                        "by_model": ", ".join(f"{m}: {v}" for m, v in zip(trained.model, trained.verdict)),
+                        "identity_check": untrained.verdict.iloc[0] if len(untrained) else "not run",
+                        "note": _reasons(trained) if len(trained) else _reasons(group) if untrained.empty
+                        else f"{NOT_TESTED}: no trained network in the table"})
+    return pd.DataFrame(records, columns=["equation", "tested", "theory_form", "verdict", "by_model",
+                                          "identity_check", "note"])
 
 
 def removal_regression(table: pd.DataFrame, N: int = NUM_CLASSES, *, by=("model", "condition"), seed: int = 0,
