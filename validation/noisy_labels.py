@@ -73,7 +73,10 @@ def build_parser():
     p.add_argument("--require", default="", metavar="CLAIM[,CLAIM]",
                    help="exit 1 unless each named claim (see claims.csv) is supported at 95%%")
     p.add_argument("--update-docs", action="store_true",
-                   help="write the report into validation/README.md and the headline into README.md (between markers)")
+                   help="write the report into validation/README.md, between the markers of its dataset "
+                        "(noisy_labels for the synthetic scenes, noisy_labels_<root folder name> for real data)")
+    p.add_argument("--headline", action="store_true",
+                   help="with --update-docs: also write this run's headline into README.md (the real-data run's)")
     return p
 
 
@@ -104,8 +107,10 @@ def run(argv: list[str] | None) -> int:
         return 0
     if args.update_docs:
         repo = Path(__file__).resolve().parents[1]
-        splice(repo / "validation" / "README.md", "noisy_labels", nl.report_markdown(summary))
-        splice(repo / "README.md", "noisy_labels_headline", nl.headline_markdown(summary))
+        marker = "noisy_labels" if cfg.data == "synthetic" else f"noisy_labels_{Path(cfg.root).resolve().name}"
+        splice(repo / "validation" / "README.md", marker, nl.report_markdown(summary))
+        if args.headline:
+            splice(repo / "README.md", "noisy_labels_headline", nl.headline_markdown(summary))
     print(summary["markdown"]["table"])
     print(summary["markdown"]["claims"])
     print(summary["markdown"]["verdicts"])
