@@ -156,6 +156,7 @@ class Audit:
             "ce_fused": _image_mean(self.ce_unfused - removed, kept_pixel),
             "removed": _image_mean(removed, kept_pixel),
             "lost_fraction": _image_mean((self.valid & ~kept_pixel).to(self.z.dtype), self.valid),
+            "removed_mass": _image_mean(-torch.expm1(-removed), self.valid),
             "entropy_unfused": self.unfused["entropy_unfused"],
             "entropy_fused": _image_mean(kept.entropy(), self.valid),
             "accuracy_unfused": self.unfused["accuracy_unfused"],
@@ -173,7 +174,8 @@ def audit(logits: Tensor, labels: Tensor, target: Tensor, ignore_index: int = IG
     Means (float64 [B]), over the labelled pixels whose true class L keeps ("kept pixels"):
     ``ce_unfused`` = CE(P, y), ``ce_fused`` = CE(P', y) and ``removed`` (their difference, see
     :func:`removed_nats`). Over all labelled pixels: ``lost_fraction`` (share whose true class L
-    excludes), ``entropy_unfused`` / ``entropy_fused`` (per-pixel entropies of P and P') and
+    excludes), ``removed_mass`` (``1 - sum_{c in L} P_c``: the mass P puts on the classes L removes,
+    ``(N - |L|)/N`` for a uniform P, the theory's assumption), ``entropy_unfused`` / ``entropy_fused`` (per-pixel entropies of P and P') and
     ``accuracy_unfused`` / ``accuracy_fused`` (pixel accuracy of argmax P and argmax P').
 
     An empty label row keeps every class (size = N, nothing removed). A mean over no pixel is NaN:

@@ -276,3 +276,21 @@ def test_one_audit_serves_many_label_vectors():
             torch.testing.assert_close(ours[f"accuracy_{name}"], mean((log_q.argmax(1) == y).double()))
         rows = labels.expand(3, 5) if labels.dim() == 1 else labels
         assert ours["size"].tolist() == [int(r.sum()) or 5 for r in rows]
+
+
+def test_removed_mass_is_the_probability_outside_the_labels():
+    """1 - sum_{c in L} P_c per pixel, averaged over labelled pixels: (N - |L|)/N for uniform logits,
+    0 where P sits on kept classes, the softmax mass outside L in general."""
+    N = 5
+    labels = torch.tensor([[1, 1, 0, 0, 0]])
+    target = torch.tensor([[[0, 1], [1, 255]]])
+    uniform = audit(torch.zeros(1, N, 2, 2), labels, target)
+    assert uniform["removed_mass"].item() == pytest.approx((N - 2) / N, abs=1e-6)  # float32 logits
+    sure = torch.full((1, N, 2, 2), -30.0)
+    sure[:, 0] = 30.0
+    assert audit(sure, labels, target)["removed_mass"].item() == pytest.approx(0.0, abs=1e-6)
+    logits = torch.randn(1, N, 2, 2, dtype=torch.float64)
+    probs = logits.softmax(1)
+    outside = 1 - probs[:, :2].sum(1)
+    expected = outside[target != 255].mean()
+    assert audit(logits, labels, target)["removed_mass"].item() == pytest.approx(expected.item(), abs=1e-12)
