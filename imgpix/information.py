@@ -175,8 +175,9 @@ def audit(logits: Tensor, labels: Tensor, target: Tensor, ignore_index: int = IG
     ``ce_unfused`` = CE(P, y), ``ce_fused`` = CE(P', y) and ``removed`` (their difference, see
     :func:`removed_nats`). Over all labelled pixels: ``lost_fraction`` (share whose true class L
     excludes), ``removed_mass`` (``1 - sum_{c in L} P_c``: the mass P puts on the classes L removes,
-    ``(N - |L|)/N`` for a uniform P, the theory's assumption), ``entropy_unfused`` / ``entropy_fused`` (per-pixel entropies of P and P') and
-    ``accuracy_unfused`` / ``accuracy_fused`` (pixel accuracy of argmax P and argmax P').
+    ``(N - |L|)/N`` for a uniform P, the theory's assumption), ``entropy_unfused`` / ``entropy_fused``
+    (per-pixel entropies of P and P') and ``accuracy_unfused`` / ``accuracy_fused`` (pixel accuracy of
+    argmax P and argmax P').
 
     An empty label row keeps every class (size = N, nothing removed). A mean over no pixel is NaN:
     an image with no kept pixel has NaN ``ce_*`` and ``removed``; one with no labelled pixel is
