@@ -1,6 +1,6 @@
 """validation/noisy_labels.py end to end: the fair-baseline noisy-label experiment, at a tiny budget.
 
-One real command-line run (``main_run``, 2 seeds, 4 models trained into a module cache) is shared by the
+One real command-line run (``main_run``, 2 seeds, 6 models trained into a module cache) is shared by the
 tests; the other runs reuse its cached models, so they only evaluate. They call the script's
 ``main(argv)`` in this process (same parser and exit codes, without paying the interpreter and torch
 start-up again), except shard 0/2, which runs in a second process beside shard 1/2.
@@ -14,6 +14,7 @@ import io
 import json
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -36,8 +37,11 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 TINY = ("--quick", "--epochs", "1", "--num-train", "32", "--num-val", "16", "--no-progress", "--jobs", "1")
 CONFIG = nl.NoiseConfig(quick=True, epochs=1, num_train=32, num_val=16, seeds=2)  # what TINY + --seeds 2 means
 MAIN_CONDITIONS = ["unfused", "oracle", "case1 (m=3)", "case2 (k=1)", "case3 (m=3, k=1)", "labeler@0.25"]
-OUTPUTS = ("table.csv", "table.md", "claims.csv", "claims.md", "verdicts.csv", "verdicts.md", "tau_curve.csv",
-           "tau_curve.png", "theory.png", "learning_curves.png", "summary.json")
+OUTPUTS = ("table.csv", "table.md", "claims.csv", "claims.md", "verdicts.csv", "verdicts.md", "equation_tests.csv",
+           "equation_tests.md", "tau_curve.csv", "tau_curve.md", "tau_anchor.csv", "tau_anchor.md", "tau_curve.png",
+           "theory.png", "learning_curves.png", "summary.json", "report.md")
+MODELS = ["unfused", "fused", "fused-labeler"]  # the default models: the fair baseline, oracle labels, the paper's
+PAGE = 125  # characters: the widest Markdown table line a page holds
 PNG = b"\x89PNG\r\n\x1a\n"
 STALE = ("ambiguity.csv", "ambiguity.md", "ambiguity.png")
 
@@ -202,8 +206,8 @@ def test_every_row_names_its_model_and_condition(table, main_run):
     assert csv["row"].tolist() == table["row"].tolist()
     assert csv["MIOU"].to_numpy() == pytest.approx(table["MIOU"].to_numpy(), abs=1e-9)
     assert (table["row"] == table["model"] + " + " + table["condition"]).all()
-    assert table["model"].tolist() == ["unfused"] * 6 + ["fused"] * 6
-    assert table["condition"].tolist() == MAIN_CONDITIONS * 2
+    assert table["model"].tolist() == [m for m in MODELS for _ in MAIN_CONDITIONS]
+    assert table["condition"].tolist() == MAIN_CONDITIONS * len(MODELS)
     assert "unfused + labeler@0.25" in table["row"].tolist()
     assert (table["seeds"] == 2).all() and (table["images"] == 16).all()
 
@@ -234,7 +238,7 @@ def test_every_model_sees_the_same_noisy_labels(table, results):
     label_conditions = [c for c in results[0]["records"].condition.unique() if not c.startswith("labeler")]
     for condition in label_conditions:
         unfused = per_image(results, "unfused", condition)
-        for model in ("fused", "untrained"):
+        for model in ("fused", "fused-labeler", "untrained"):
             pd.testing.assert_frame_equal(per_image(results, model, condition), unfused)
     counts = table[~table.condition.str.startswith("labeler")].set_index(["model", "condition"])
     for column in ("n", "size", "kept", "outliers"):
@@ -269,6 +273,134 @@ def test_no_protect_background_lets_k_drop_it(forced, results):
     unprotected = per_image(seed_results(out), "fused", "case2 (k=1)")
     assert (unprotected.kept == np.minimum(1, unprotected.n)).all()  # background counts as one of the k
     assert (protected.kept > unprotected.kept).any()
+
+
+# ------------------------------------------------------------------ claims over seeds, verdicts, tau curves
+def per_seed_miou(results: list[dict], row: str) -> np.ndarray:
+    from imgpix.experiments.stats import score
+
+    model, condition = row.split(" + ", 1)
+    return np.array([score(r["models"][model]["matrices"][condition].sum(0), "MIOU") for r in results])
+
+
+def test_claims_are_decided_over_seeds(main_run, results):
+    """Per claim: the per-seed differences, their paired t interval and p over seeds (scipy's ttest_rel),
+    supported exactly when that interval excludes 0 on the claimed side, the image-level interval beside it,
+    and the seeds a decision would need when the run does not decide."""
+    from scipy import stats as sps
+
+    from imgpix.experiments import stats
+
+    summary = json.loads((main_run[0] / "summary.json").read_text())
+    for claim in summary["claims"]:
+        a, b = per_seed_miou(results, claim["a"]), per_seed_miou(results, claim["b"])
+        assert claim["per_seed"] == pytest.approx(list(b - a)) and claim["difference"] == pytest.approx((b - a).mean())
+        assert claim["seeds"] == 2 and claim["seed_sd"] == pytest.approx(np.std(b - a, ddof=1))
+        assert {"images_ci_low", "images_ci_high", "images_p"} <= set(claim) and "effect_size" not in claim
+        if claim["decision"] == "not tested":
+            assert not claim["supported"] and claim["note"].startswith("not tested: ")
+            continue
+        if np.std(b - a) > 0:
+            reference = sps.ttest_rel(b, a)
+            assert claim["seeds_p"] == pytest.approx(reference.pvalue)
+            assert (claim["seeds_ci_low"], claim["seeds_ci_high"]) == pytest.approx(tuple(
+                reference.confidence_interval(0.95)))
+        sign = 1 if claim["expected"] == "b > a" else -1
+        low, high = sorted((sign * claim["seeds_ci_low"], sign * claim["seeds_ci_high"]))
+        assert claim["supported"] == (low > 0) == (claim["decision"] == "supported")
+        assert claim["seeds_needed"] == stats.seeds_needed(claim["difference"], claim["seed_sd"])
+
+
+def test_the_headline_is_the_seed_level_result_with_its_per_seed_values(main_run):
+    summary = json.loads((main_run[0] / "summary.json").read_text())
+    text = nl.headline_markdown(summary)
+    assert "decided over seeds" in text and "paired t-test over the seeds" in text
+    assert list(summary["headline"])[0] == "labeler_trained_beats_baseline"  # the paper's protocol first
+    for claim in summary["headline"].values():
+        line = next(line for line in text.splitlines() if f"`{claim['b']}` - `{claim['a']}`" in line)
+        if claim["decision"] == "not tested":
+            assert claim["note"] in line
+            continue
+        assert "per seed " + ", ".join(f"{v:+.2f}" for v in claim["per_seed"]) in line
+        assert "Over seeds: 95% CI" in line and "(paired t, 1 df)" in line
+        assert "Given these trained networks (16 images resampled)" in line
+        floor = claim["images_p"] <= 1 / (summary["resamples"] + 1) + 1e-12
+        assert (f"p < 1/{summary['resamples'] + 1}" in line) == floor
+        assert ("would decide it at this mean and sd" in line or "would decide a mean" in line) == (
+            claim["decision"] == "not decided")
+    assert "d_z" not in text and "effect size" not in text
+
+
+def test_no_markdown_shows_nan_or_inf_and_every_table_fits_a_page(main_run, forced):
+    for out in (main_run[0], forced[0]):
+        for path in out.glob("*.md"):
+            text = path.read_text()
+            assert not re.findall(r"\b(?:nan|inf)\b", text, flags=re.IGNORECASE), path
+            wide = [line for line in text.splitlines() if line.startswith("|") and len(line) > PAGE]
+            assert not wide, (path, wide[:1])
+
+
+def test_verdicts_are_in_words_per_equation_and_per_model(main_run):
+    from imgpix.experiments import theory_tests as tt
+
+    out = main_run[0]
+    verdicts = pd.read_csv(out / "verdicts.csv", keep_default_na=False)
+    assert verdicts.equation.astype(str).tolist() == list(tt.EQUATIONS)
+    words = (tt.HOLDS, tt.REFUTED, tt.INCONCLUSIVE, tt.NOT_TESTABLE, tt.NOT_IN_DESIGN)
+    for verdict in verdicts.verdict:
+        assert verdict == tt.NOT_TESTED or any(verdict.startswith(w) for w in words), verdict
+    assert set(verdicts.identity_check) <= {tt.IDENTITY_PASSES, tt.IDENTITY_FAILS, "not run"}
+    tests = pd.read_csv(out / "equation_tests.csv", keep_default_na=False)
+    six = tests[tests.equation.astype(str) == "6"]
+    assert set(six.model) == {*MODELS, "untrained"}
+    assert six.set_index("model").loc["untrained", "verdict"] == tt.IDENTITY_PASSES
+    assert set(six[six.model != "untrained"].verdict) <= {tt.HOLDS, tt.REFUTED, tt.INCONCLUSIVE}
+    eq13 = verdicts.set_index(verdicts.equation.astype(str)).loc["13/14"]
+    assert eq13.verdict == "not testable in this design for trained networks"  # one m and k in this design
+    assert "m' = 3" in eq13.note and "k' = 2" in eq13.note  # the background is kept with the one object
+
+
+def test_tau_curves_carry_intervals_over_seeds_and_the_anchor(main_run, results, table):
+    from scipy import stats as sps
+
+    out = main_run[0]
+    curve = pd.read_csv(out / "tau_curve.csv")
+    assert set(curve.model) == set(MODELS) and (curve.seeds == 2).all()
+    row = curve[(curve.model == "fused-labeler") & (curve.tau == 0.25)].iloc[0]
+    values = [r["models"]["fused-labeler"]["tau_curve"][0.25] for r in results]
+    low, high = sps.t.interval(0.95, 1, loc=np.mean(values), scale=sps.sem(values)) if np.std(values) else [
+        np.mean(values)] * 2
+    assert (row["mean"], row.low, row.high) == pytest.approx((np.mean(values), low, high))
+    anchor = pd.read_csv(out / "tau_anchor.csv").set_index("model")
+    assert set(anchor.index) == set(MODELS)
+    by_row = table.set_index("row")
+    for model in MODELS:  # tau = 0 keeps every class: each curve starts at its model's unfused score
+        assert anchor.loc[model, "MIOU_tau0"] == pytest.approx(by_row.loc[f"{model} + unfused", "MIOU"])
+        assert anchor.loc[model, "baseline_MIOU"] == pytest.approx(by_row.loc["unfused + unfused", "MIOU"])
+    assert "MIOU at tau = 0" in (out / "tau_curve.md").read_text()
+
+
+def test_choices_are_made_on_the_selection_split(main_run, cache, results):
+    """The learning curves (which set the budget) come from the 'select' scenes, never the evaluated 'val' ones."""
+    out = main_run[0]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["splits"] == {"evaluated": "val", "selection": "select"}
+    for model in MODELS:
+        config = json.loads((cache / "models" / config_key(nl.train_config(CONFIG, model, 0, 1.0)) / "config.json")
+                            .read_text())
+        assert config["eval_split"] == "select"
+    assert "selection split `select`, disjoint from the `val` images" in (out / "report.md").read_text()
+
+
+def test_one_seed_decides_no_claim(forced):
+    """--seeds 1: no interval over seeds, so no claim is supported, and the report says why."""
+    out, _ = forced
+    claims = pd.read_csv(out / "claims.csv", keep_default_na=False)
+    assert not claims.supported.any()
+    assert set(claims.decision) <= {"not decided", "not tested"}
+    undecided = claims[claims.decision == "not decided"]
+    assert (undecided.note == "not decided: one seed (an interval over seeds needs at least 2)").all()
+    assert "not decided: one seed, no interval over seeds" in (out / "report.md").read_text()
 
 
 # ------------------------------------------------------------------ reruns
@@ -420,7 +552,7 @@ def test_jobs_2_trains_and_evaluates_in_workers_with_the_same_results(main_run, 
     """Two worker processes of one thread each, on an empty cache: the sequential run's table, exactly."""
     outcome = finish(popen(args(tmp_path / "out", tmp_path / "cache", "--jobs", "2")))
     assert outcome.code == 0, outcome.stderr[-3000:]
-    assert len(list((tmp_path / "cache" / "models").glob("*/checkpoint.pt"))) == 4  # 2 seeds x 2 models
+    assert len(list((tmp_path / "cache" / "models").glob("*/checkpoint.pt"))) == 6  # 2 seeds x 3 models
     ours, reference = (pd.read_csv(path / "table.csv") for path in (tmp_path / "out", main_run[0]))
     pd.testing.assert_frame_equal(ours, reference)
 

@@ -113,8 +113,8 @@ def test_a_table_that_obeys_the_theory_holds():
     assert found[("4", "trained")] == found[("5", "trained")] == tt.NOT_TESTABLE
     out = tt.verdicts(table, N, **FAST).set_index("equation")
     assert out.index.tolist() == list(tt.EQUATIONS)
-    assert out.loc["6", "verdict"] == "holds for trained networks (trained)"
-    assert out.loc["4", "verdict"] == "not testable here for trained networks (trained)"
+    assert out.loc["6", "verdict"] == "holds for trained networks"
+    assert out.loc["4", "verdict"] == "not testable here for trained networks"
     assert "uniform prior" in out.loc["4", "note"] and (out.identity_check == tt.IDENTITY_PASSES).all()
     tests = tt.equation_tests(table, N, **FAST).set_index(["equation", "model"])
     six = tests.loc[("6", "trained")]
@@ -129,7 +129,7 @@ def test_a_network_far_below_the_theory_is_refuted_for_trained_networks():
     out = tt.verdicts(synthetic({tt.UNTRAINED: 1.0, "unfused": 0.03, "fused": 0.03}, noise=0.01), N, **FAST)
     out = out.set_index("equation")
     for eq in ("assumption", "6", "9/10", "11/12", "13/14"):
-        assert out.loc[eq, "verdict"] == "refuted for trained networks (unfused, fused)", eq
+        assert out.loc[eq, "verdict"] == "refuted for trained networks", eq
         assert out.loc[eq, "by_model"] == "unfused: refuted, fused: refuted"
         assert out.loc[eq, "identity_check"] == tt.IDENTITY_PASSES
 
@@ -151,7 +151,7 @@ def test_a_wide_interval_is_inconclusive_not_holds():
 def test_a_failure_on_the_untrained_net_fails_the_identity_check_only():
     out = tt.verdicts(synthetic({tt.UNTRAINED: 0.5, "trained": 1.0}, noise=0.05), N, **FAST).set_index("equation")
     assert out.loc["6", "identity_check"] == tt.IDENTITY_FAILS
-    assert out.loc["6", "verdict"] == "holds for trained networks (trained)"
+    assert out.loc["6", "verdict"] == "holds for trained networks"
 
 
 def test_within_tolerance_holds_and_beyond_it_is_refuted():
@@ -169,7 +169,7 @@ def test_missing_conditions_are_not_tested():
     out = out.set_index("equation")
     assert out.loc["11/12", "verdict"] == out.loc["13/14", "verdict"] == tt.NOT_TESTED
     assert out.loc["13/14", "note"] == "not tested: no Case 3 rows beside Case 2 rows"
-    assert out.loc["6", "verdict"] == "holds for trained networks (trained)"
+    assert out.loc["6", "verdict"] == "holds for trained networks"
     assert set(tt.verdicts(synthetic({"trained": 1.0}).iloc[:0], N).verdict) == {tt.NOT_TESTED}
     only_untrained = tt.verdicts(synthetic({tt.UNTRAINED: 1.0}), N, **FAST).set_index("equation").loc["6"]
     assert only_untrained.verdict == tt.NOT_TESTED and only_untrained.identity_check == tt.IDENTITY_PASSES
@@ -238,7 +238,7 @@ def test_one_m_and_k_makes_eq_13_14_untestable_in_this_design_and_never_nan_or_i
                                "(m' = 3, k' = 1 on every image)")
     assert tests.loc[("13/14", tt.UNTRAINED), "verdict"] == tt.IDENTITY_PASSES  # by the ratio
     out = tt.verdicts(table, N, **FAST).set_index("equation")
-    assert out.loc["13/14", "verdict"] == "not testable in this design for trained networks (trained)"
+    assert out.loc["13/14", "verdict"] == "not testable in this design for trained networks"
     assert out.loc["13/14", "note"].startswith("not testable in this design")
     assert -1 <= tests.loc[("6", "trained"), "r"] <= 1 and tests.loc[("6", "trained"), "note"] == ""
     numbers = [v for v in tests.to_numpy().ravel() if isinstance(v, float)]

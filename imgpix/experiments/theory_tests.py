@@ -80,7 +80,7 @@ IDENTITY_PASSES, IDENTITY_FAILS = "identity check: passes", "identity check: FAI
 EQUATIONS = ("assumption", "4", "5", "6", "6 vs n", "9/10", "11/12", "13/14")
 PRIOR_ONLY = ("4", "5")
 PRIOR_REASON = ("a pixel label's information under a uniform prior (log N, log n), not a property of a network's "
-                "cross-entropy; only their difference, Eq. 6, predicts what labels remove from a network")
+                "cross-entropy (only their difference, Eq. 6, predicts what labels remove from a network)")
 KEYS = ["model", "seed", "image"]
 COUNT_NAMES = {"n": "n", "kept": "k'", "outliers": "m'"}
 
@@ -303,7 +303,7 @@ def _one_value(spec: Spec, rows: pd.DataFrame) -> str:
     fixed = [f"{COUNT_NAMES[c]} = {int(rows[c].iloc[0])}" for c in spec.counts if rows[c].nunique() == 1]
     on = f" ({', '.join(fixed)} on every image)" if fixed else ""
     return (f"{NOT_IN_DESIGN}: {spec.form} takes one value, {float(rows.x.iloc[0]):.3g}, on every image{on}, so "
-            "its dependence on the counts cannot be tested; the measured mean is shown")
+            "its dependence on the counts cannot be tested (the measured mean is shown)")
 
 
 def _verdict(key: str, spec: Spec, model: str, fit: Mapping[str, Estimate], rows: pd.DataFrame,
@@ -368,13 +368,13 @@ def equation_tests(table: pd.DataFrame, N: int = NUM_CLASSES, *, roles: Mapping 
 
 
 def _in_words(verdicts: Mapping[str, str]) -> str:
-    """Trained models' verdicts in words: "refuted for trained networks (unfused, fused)", or per verdict."""
+    """Trained models' verdicts in words: "refuted for trained networks" when they agree, else per verdict
+    ("holds for fused; refuted for unfused")."""
     groups: dict[str, list[str]] = {}
     for model, verdict in verdicts.items():
         groups.setdefault(verdict, []).append(model)
     if len(groups) == 1:
-        (verdict, models), = groups.items()
-        return f"{verdict} for trained networks ({', '.join(models)})"
+        return f"{next(iter(groups))} for trained networks"
     return "; ".join(f"{verdict} for {', '.join(models)}" for verdict, models in groups.items())
 
 
@@ -388,7 +388,7 @@ def _reasons(rows: pd.DataFrame) -> str:
 def verdicts(table: pd.DataFrame, N: int = NUM_CLASSES, *, roles: Mapping = ROLES, seed: int = 0,
              n_resamples: int = N_RESAMPLES, tests: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per test of :data:`EQUATIONS`: its trained models' verdicts in words (``verdict``), e.g.
-    "refuted for trained networks (unfused, fused)", ``by_model`` ("unfused: refuted, fused: refuted"),
+    "refuted for trained networks" (all agree), ``by_model`` ("unfused: refuted, fused: refuted"),
     ``identity_check`` (the untrained network's, "not run" without one) and ``note`` (why a test is not
     tested or not testable). ``tests``: :func:`equation_tests`' table, when already computed."""
     if tests is None:

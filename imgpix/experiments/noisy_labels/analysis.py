@@ -1,5 +1,10 @@
 """The noisy-label experiment's numbers from every seed's result: the results table, the claims, the labeler's
-scores, the tau curve, the learning-curve plateaus and the ambiguity sweep."""
+scores, the tau curves and their tau = 0 anchor, the learning-curve plateaus and the ambiguity sweep.
+
+A claim about the method is decided over seeds (every seed retrains every model): the per-seed differences,
+their mean, sd and paired t interval and p over seeds (:func:`imgpix.experiments.stats.paired_seeds`), and the
+number of seeds a decision would need at that mean and sd. The image-level interval and permutation p stand
+beside it, conditional on the trained networks (they hold the models fixed and resample images)."""
 
 from __future__ import annotations
 
@@ -21,9 +26,14 @@ def _matrices(results: list[dict], model: str, condition: str) -> tuple[np.ndarr
     return np.concatenate(stacks), np.concatenate([np.full(len(m), r["seed"]) for m, r in zip(stacks, results)])
 
 
+def per_seed_scores(results: list[dict], model: str, condition: str, metric: str = "MIOU") -> np.ndarray:
+    """``metric`` (%) of ``model + condition`` per seed, each from the seed's summed confusion matrix."""
+    return np.array([stats.score(r["models"][model]["matrices"][condition].sum(0), metric) for r in results])
+
+
 def results_table(results: list[dict], cfg: NoiseConfig) -> pd.DataFrame:
-    """One row per model and main condition: scores (mean ± sd over seeds, MIOU bootstrap CI over images)
-    and label counts."""
+    """One row per model and main condition: scores (mean ± sd over seeds; MIOU with its t interval over seeds
+    and its bootstrap CI over images, the latter conditional on the trained networks) and label counts."""
     records = pd.concat([r["records"] for r in results])
     main = condition_names(cfg, main=True)
     rows = []
@@ -37,7 +47,9 @@ def results_table(results: list[dict], cfg: NoiseConfig) -> pd.DataFrame:
                 ci = stats.score_ci(matrices, seeds, metric, n_resamples=cfg.resamples)
                 row[metric], row[f"{metric}_sd"] = ci.value, ci.seed_sd
                 if metric == "MIOU":
-                    row["MIOU_ci_low"], row["MIOU_ci_high"] = ci.low, ci.high
+                    over_seeds = stats.seed_mean(ci.per_seed)
+                    row.update(MIOU_ci_low=ci.low, MIOU_ci_high=ci.high, MIOU_seeds_low=_number(over_seeds.low),
+                               MIOU_seeds_high=_number(over_seeds.high))
             mine = records[(records.model == model) & (records.condition == condition)]
             row.update({name: float(mine[name].mean()) for name in ("n", "size", "kept", "outliers", "removed",
                                                                      "lost_fraction")})
@@ -45,6 +57,11 @@ def results_table(results: list[dict], cfg: NoiseConfig) -> pd.DataFrame:
                        updates=results[0]["models"][model]["updates"])
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _number(value: float) -> float | None:
+    """None for NaN (a statistic that does not exist, e.g. an interval over one seed)."""
+    return None if value is None or not np.isfinite(value) else float(value)
 
 
 def _same_labels(records: pd.DataFrame, claim: Claim, a: str, b: str, num_classes: int) -> str:
@@ -68,11 +85,29 @@ def _same_labels(records: pd.DataFrame, claim: Claim, a: str, b: str, num_classe
     return ""
 
 
+SUPPORTED, CONTRADICTED, UNDECIDED, UNTESTED = "supported", "contradicted", "not decided", "not tested"
+
+
+def _decision(low: float | None, high: float | None, sign: int) -> str:
+    """The seed-level CI against 0: on the claimed side (``sign``), on the other, or holding 0 (or absent)."""
+    if low is None or high is None:
+        return UNDECIDED
+    low, high = sorted((sign * low, sign * high))
+    return SUPPORTED if low > 0 else CONTRADICTED if high < 0 else UNDECIDED
+
+
 def claims(results: list[dict], cfg: NoiseConfig) -> pd.DataFrame:
-    """Each claim of :data:`~.design.COMPARISONS`: B - A in MIOU points (mean over seeds), bootstrap CI,
-    permutation p, and whether the CI lies on the claimed side of 0 (``supported``). A claim whose two
-    conditions give every image the same labels is not tested: its ``note`` says why (the column is there
-    only when a claim has a note)."""
+    """Each claim of :data:`~.design.COMPARISONS`, B - A in MIOU points, decided over seeds.
+
+    Columns: ``claim, a, b, expected``, ``difference`` (mean over seeds of the per-seed differences),
+    ``per_seed`` (list), ``seed_sd``, ``seeds``; ``seeds_ci_low/high`` and ``seeds_p`` (paired t over seeds;
+    None with one seed); ``decision`` (supported / contradicted: the seed-level CI excludes 0 on the claimed /
+    the other side; not decided; not tested) and ``supported`` (``decision == "supported"``);
+    ``seeds_needed``: the seeds a decision would need at the measured mean and sd
+    (:func:`~imgpix.experiments.stats.seeds_needed`, None when no number would); ``images_ci_low/high`` and
+    ``images_p``: bootstrap CI and permutation p over images, conditional on the trained networks; ``note``:
+    why a claim is not tested (its two conditions give every image the same labels) or not decided.
+    """
     records = pd.concat([r["records"] for r in results])
     rows = []
     for claim in COMPARISONS:
@@ -81,28 +116,39 @@ def claims(results: list[dict], cfg: NoiseConfig) -> pd.DataFrame:
         if a[0] not in cfg.models or b[0] not in cfg.models or b[1] not in results[0]["models"][b[0]]["matrices"]:
             continue
         (ma, seeds), (mb, _) = _matrices(results, *a), _matrices(results, *b)
-        test = stats.score_difference(ma, mb, seeds, "MIOU", n_resamples=cfg.resamples)
-        bound = test.low if claim.sign > 0 else -test.high
+        images = stats.score_difference(ma, mb, seeds, "MIOU", n_resamples=cfg.resamples)
         row = {"claim": claim.name, "a": row_name(*a), "b": row_name(*b), "expected": claim.expected,
-               "difference": test.value, "ci_low": test.low, "ci_high": test.high, "p_value": test.p_value,
-               "sd_over_seeds": test.seed_sd, "supported": bool(bound > 0)}
+               "difference": images.value, "per_seed": list(images.per_seed), "seed_sd": images.seed_sd,
+               "seeds": len(results), "seeds_ci_low": None, "seeds_ci_high": None, "seeds_p": None}
+        note = ""
+        if len(results) >= 2:
+            test = stats.paired_seeds(per_seed_scores(results, *b), per_seed_scores(results, *a))
+            row.update(seeds_ci_low=test.low, seeds_ci_high=test.high, seeds_p=test.p_value)
+        else:
+            note = "not decided: one seed (an interval over seeds needs at least 2)"
+        row["decision"] = _decision(row["seeds_ci_low"], row["seeds_ci_high"], claim.sign)
+        row["seeds_needed"] = stats.seeds_needed(images.value, images.seed_sd) if len(results) >= 2 else None
+        row.update(images_ci_low=images.low, images_ci_high=images.high, images_p=images.p_value)
         same = _same_labels(records, claim, a[1], b[1], cfg.num_classes)
         if same:
-            row.update(supported=False, note=f"not tested: {same}")
+            row["decision"], note = UNTESTED, f"not tested: {same}"
+        row.update(supported=row["decision"] == SUPPORTED, note=note)
         rows.append(row)
     frame = pd.DataFrame(rows)
-    if "note" in frame:
-        frame["note"] = frame["note"].fillna("")
+    if len(frame):  # whole numbers and None, not floats and NaN
+        frame["seeds_needed"] = pd.Series([r["seeds_needed"] for r in rows], dtype=object)
     return frame
 
 
 def headline(claim_table: pd.DataFrame) -> dict:
-    """Predicted labels (the labeler at tau) against the fair unfused baseline, and the oracle's."""
+    """Predicted labels (the labeler at tau, in the paper's protocol and post hoc) against the fair unfused
+    baseline, and the oracle's."""
     out = {}
     for claim in HEADLINE:
         found = claim_table[claim_table.claim == claim]
         if len(found):
-            out[claim] = found.iloc[0].to_dict()
+            out[claim] = {key: None if isinstance(value, float) and not np.isfinite(value) else value
+                          for key, value in found.iloc[0].to_dict().items()}
     return out
 
 
@@ -114,14 +160,48 @@ def labeler_summary(results: list[dict], model: str = BASELINE) -> dict | None:
         "mAP_sd": float(np.std([s["mAP"] for s in scores], ddof=1)) if len(scores) > 1 else 0.0}
 
 
+def _tau_rows(results: list[dict], cfg: NoiseConfig) -> pd.DataFrame:
+    return pd.DataFrame([{"model": model, "seed": r["seed"], "tau": tau, "MIOU": miou}
+                         for model in cfg.models for r in results
+                         for tau, miou in r["models"][model]["tau_curve"].items()])
+
+
 def tau_curve(results: list[dict], cfg: NoiseConfig) -> pd.DataFrame:
+    """Per model with a labeler and tau: MIOU over seeds, ``mean``, ``sd``, ``seeds`` and the t interval over
+    seeds ``low`` / ``high`` (None with one seed)."""
+    frame = _tau_rows(results, cfg)
+    if frame.empty:
+        return frame
     rows = []
-    for model in cfg.models:
-        for r in results:
-            for tau, miou in r["models"][model]["tau_curve"].items():
-                rows.append({"model": model, "seed": r["seed"], "tau": tau, "MIOU": miou})
-    frame = pd.DataFrame(rows)
-    return frame.groupby(["model", "tau"])["MIOU"].agg(["mean", "std"]).reset_index() if len(frame) else frame
+    for (model, tau), group in frame.groupby(["model", "tau"], sort=False):
+        est = stats.seed_mean(group.MIOU.to_numpy())
+        rows.append({"model": model, "tau": tau, "mean": est.value, "sd": est.seed_sd, "seeds": est.n,
+                     "low": _number(est.low), "high": _number(est.high)})
+    return pd.DataFrame(rows)
+
+
+def tau_anchor(results: list[dict], cfg: NoiseConfig) -> pd.DataFrame:
+    """The paper's anchor: at tau = 0 the labeler keeps every class, so each curve starts at its own model's
+    unfused score, and the paper reads that as the baseline's. Per model with a tau curve: MIOU at tau = 0
+    (mean over seeds, t interval), the baseline's (``unfused + unfused``) and their difference over seeds
+    (paired t; None with one seed)."""
+    frame = _tau_rows(results, cfg)
+    if frame.empty or 0.0 not in set(frame.tau):
+        return pd.DataFrame()
+    baseline = per_seed_scores(results, BASELINE, main_condition(cfg, "none").name)
+    rows = []
+    for model in frame.model.unique():
+        at_zero = frame[(frame.model == model) & (frame.tau == 0.0)].sort_values("seed").MIOU.to_numpy()
+        level = stats.seed_mean(at_zero)
+        row = {"model": model, "MIOU_tau0": level.value, "MIOU_tau0_low": _number(level.low),
+               "MIOU_tau0_high": _number(level.high), "baseline_MIOU": float(baseline.mean()),
+               "difference": float((at_zero - baseline).mean()), "difference_low": None, "difference_high": None,
+               "seeds_p": None}
+        if len(results) >= 2:
+            test = stats.paired_seeds(at_zero, baseline)
+            row.update(difference_low=test.low, difference_high=test.high, seeds_p=test.p_value)
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def learning_plateaus(results: list[dict]) -> pd.DataFrame:
