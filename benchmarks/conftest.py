@@ -17,8 +17,26 @@ not from this conftest. Typical use in a benchmark::
 from __future__ import annotations
 
 import pytest
+from report import row, table
 from timing import PEDANTIC, copy_fwd, copy_fwd_bwd, measure
 from torch import Tensor
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """pytest-benchmark's own table: median, IQR and rounds only (its full table is about 200 columns)."""
+    if hasattr(config.option, "benchmark_columns") and not config.option.benchmark_columns:  # not chosen by the user
+        config.option.benchmark_columns = ["median", "iqr", "rounds"]
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """Each case's ratio to its baseline, throughput and peak memory (``benchmarks/report.py``)."""
+    session = getattr(config, "_benchmarksession", None)
+    done = [b for b in getattr(session, "benchmarks", []) if b.stats is not None]
+    if done:
+        rows = [row(b.fullname.split("::")[-1], b.stats.median, b.extra_info) for b in done]
+        terminalreporter.write_sep("-", "imgpix: ratio to each case's baseline (plain model or a copy)")
+        terminalreporter.write_line(table(rows))
 
 
 @pytest.fixture(scope="session")
