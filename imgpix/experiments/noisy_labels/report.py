@@ -49,6 +49,12 @@ CLAIMS_METHOD = (
     "with t(0.975, n-1) sd / sqrt(n) < |mean| (printed when the run does not decide). CIs are "
     f"{LEVEL}: a t interval over seeds and a bootstrap over images; p (images) swaps A and B per image at random. "
     "No effect size is given over fewer than 10 units.")
+THEORY_METHOD = (
+    f"Per test and model, by equivalence: holds when the CI lies inside the band (ratio and slope 1 ± "
+    f"{theory_tests.RATIO_TOL:g}, intercept 0 ± {theory_tests.INTERCEPT_TOL:g}, in nats or, for the assumption, in "
+    "probability), refuted when it lies outside, inconclusive otherwise; \"6 vs n\" is a direction (holds when the "
+    "slope's CI lies below 0). CIs resample images (all seeds of an image together): they describe the trained "
+    "networks. The uniform (untrained) network is an identity check of the measurement, never evidence.")
 
 
 # -- cells ----------------------------------------------------------------------------------------------------
@@ -184,7 +190,7 @@ def equation_markdown(tests: pd.DataFrame) -> str:
              for part in (t.note or "").split("; ") if part]
     lines = [_md(["test", "model", f"measured [{LEVEL} CI]", "predicted", "ratio [CI]", "verdict"], main)]
     if fits:
-        lines.append(_md(["test", "model", "slope [CI]", "theory", "intercept (nats) [CI]", "r",
+        lines.append(_md(["test", "model", "slope [CI]", "theory", "intercept [CI]", "r",
                           "control R²"], fits))
     if notes:
         lines.append(_grouped(notes))
@@ -460,11 +466,7 @@ def report_markdown(summary: dict) -> str:
               "#### Claims (B - A in MIOU points)", "",
               CLAIMS_METHOD, "", md["claims"], "",
               "#### The theory's verdicts", "",
-              "Per test and model, by equivalence: holds when the CI lies inside the band (ratio and slope 1 ± "
-              f"{theory_tests.RATIO_TOL:g}, intercept 0 ± {theory_tests.INTERCEPT_TOL:g} nats), refuted when it lies "
-              "outside, inconclusive otherwise. CIs resample images (all seeds of an image together): they describe "
-              "the trained networks. The uniform (untrained) network is an identity check of the measurement, "
-              "never evidence.", "", md["verdicts"], "", md["equation_tests"], "",
+              THEORY_METHOD, "", md["verdicts"], "", md["equation_tests"], "",
               "#### Count sufficiency: confusable against distant outliers (theory: a - b = 0)", "",
               f"Per image, averaged over seeds: {LEVEL} bootstrap CI and sign-flip p over images, conditional on the "
               "trained networks; d_z over the images.", "", md["count_sufficiency"], "",
