@@ -132,6 +132,7 @@ class Audit:
         self.valid = target != ignore_index
         self.y = torch.where(self.valid, target.long(), 0)
         self.every = _LogSumExp(z)
+        self.removed_by_truth = _removed(self.every, _LogSumExp(_only(z, self.truth)))  # the oracle's, per pixel
         self.ce_unfused = self.every.log_mass - self.every.shifted.gather(1, self.y.unsqueeze(1)).squeeze(1)  # -log P_y
         self.unfused = {"pixels": self.valid.sum(dim=(1, 2)),
                         "entropy_unfused": _image_mean(self.every.entropy(), self.valid),
@@ -155,6 +156,7 @@ class Audit:
             "ce_unfused": _image_mean(self.ce_unfused, kept_pixel),
             "ce_fused": _image_mean(self.ce_unfused - removed, kept_pixel),
             "removed": _image_mean(removed, kept_pixel),
+            "removed_truth": _image_mean(self.removed_by_truth, kept_pixel),
             "lost_fraction": _image_mean((self.valid & ~kept_pixel).to(self.z.dtype), self.valid),
             "removed_mass": _image_mean(-torch.expm1(-removed), self.valid),
             "entropy_unfused": self.unfused["entropy_unfused"],
@@ -173,8 +175,9 @@ def audit(logits: Tensor, labels: Tensor, target: Tensor, ignore_index: int = IG
 
     Means (float64 [B]), over the labelled pixels whose true class L keeps ("kept pixels"):
     ``ce_unfused`` = CE(P, y), ``ce_fused`` = CE(P', y) and ``removed`` (their difference, see
-    :func:`removed_nats`). Over all labelled pixels: ``lost_fraction`` (share whose true class L
-    excludes), ``removed_mass`` (``1 - sum_{c in L} P_c``: the mass P puts on the classes L removes,
+    :func:`removed_nats`), and ``removed_truth`` (what the true labels remove on those same pixels, so
+    that two label sets are compared pixel for pixel). Over all labelled pixels: ``lost_fraction`` (share
+    whose true class L excludes), ``removed_mass`` (``1 - sum_{c in L} P_c``: the mass P puts on the classes L removes,
     ``(N - |L|)/N`` for a uniform P, the theory's assumption), ``entropy_unfused`` / ``entropy_fused``
     (per-pixel entropies of P and P') and ``accuracy_unfused`` / ``accuracy_fused`` (pixel accuracy of
     argmax P and argmax P').

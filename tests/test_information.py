@@ -294,3 +294,20 @@ def test_removed_mass_is_the_probability_outside_the_labels():
     outside = 1 - probs[:, :2].sum(1)
     expected = outside[target != 255].mean()
     assert audit(logits, labels, target)["removed_mass"].item() == pytest.approx(expected.item(), abs=1e-12)
+
+
+def test_removed_truth_is_the_oracles_removal_on_this_sources_kept_pixels():
+    """Oracle's nats on the pixels a label set keeps: for nested labels (Case 2 keeps a subset of the truth)
+    removed - removed_truth = -log(P(kept) / P(truth)) >= 0 pixel by pixel, and 0 for the oracle itself."""
+    logits = torch.randn(2, 6, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    target = torch.tensor([0, 1, 2, 3]).repeat(2, 4, 1)
+    oracle = from_masks(target, 6)
+    subset = oracle.clone()
+    subset[:, 3] = False  # Case 2: one true class dropped
+    same = audit(logits, oracle, target)
+    assert torch.allclose(same["removed_truth"], same["removed"])
+    case2 = audit(logits, subset, target)
+    assert bool((case2["removed"] - case2["removed_truth"] >= -1e-12).all())
+    kept = target != 3
+    expected = removed_nats(logits, oracle)[kept].view(2, -1).mean(1)
+    assert torch.allclose(case2["removed_truth"], expected)

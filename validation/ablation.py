@@ -53,7 +53,7 @@ def run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     cfg = ablation.AblationConfig(seeds=args.seeds, quick=args.quick, epochs=args.epochs, num_train=args.num_train,
                                   num_val=args.num_val, image_size=args.image_size, scene_preset=args.scene_preset,
-                                  device=args.device)
+                                  model=args.model, labeler_model=args.labeler, device=args.device)
     check_before_work(args.device, args.out, RESULTS, args.cache_dir)
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     summary = ablation.run(cfg, out=args.out, force=args.force, cache_dir=args.cache_dir, progress=args.progress,

@@ -91,6 +91,7 @@ def run(argv: list[str] | None) -> int:
                          classes=args.classes, background=args.background, scene_preset=args.scene_preset,
                          ambiguity=args.ambiguity, ambiguity_sweep=args.ambiguity_sweep,
                          protect_background=args.protect_background, generator=args.generator,
+                         model=args.model, labeler_model=args.labeler,
                          epochs=args.epochs, num_train=args.num_train, num_val=args.num_val,
                          image_size=args.image_size, resize=args.resize, eval_split=args.eval_split,
                          device=args.device)

@@ -53,6 +53,11 @@ def add_common_options(parser: argparse.ArgumentParser, config: type, presets: d
     parser.add_argument("--device", default=field_default(config, "device"),
                         help="cpu, cuda, cuda:N or mps (default %(default)s)")
     parser.add_argument("--threads", type=int_in_range(1), default=1, help="torch threads per process (default 1)")
+    parser.add_argument("--model", default=field_default(config, "model"),
+                        help="segmenter: tiny, fcn8s, a torchvision segmentation architecture (e.g. "
+                             "lraspp_mobilenet_v3_large) or package.module:factory (default %(default)s)")
+    parser.add_argument("--labeler", default=field_default(config, "labeler_model"),
+                        help="image labeler: tiny, resnet18 or any torchvision classifier (default %(default)s)")
     parser.add_argument("--jobs", type=int_in_range(1), default=jobs, help=jobs_help)
     parser.add_argument("--seeds", type=int_in_range(min_seeds), default=None, help=seeds_help)
     parser.add_argument("--quick", action="store_true", help="small budget: the smoke test of CI")

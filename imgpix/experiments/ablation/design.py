@@ -89,6 +89,8 @@ class AblationConfig:
     image_size: int | None = None
     scene_preset: str = "voc"
     tau: float = DEFAULT_TAU
+    model: str = "tiny"  # the segmenter of every row (imgpix's, torchvision's or a factory: see imgpix.models)
+    labeler_model: str = "tiny"  # the image labeler of the rows that train one
     device: str = "cpu"
 
     def __post_init__(self):
@@ -133,12 +135,15 @@ class AblationConfig:
 def train_config(cfg: AblationConfig, variant: str, seed: int, epochs: int = 1, progress: bool = True) -> TrainConfig:
     """The TrainConfig of ``variant`` for ``seed`` (``epochs`` as given: see :func:`plan`)."""
     budget = cfg.budget
-    shared = {"model": "tiny", "labeler": None, "generator": False, "discriminator": False, "procedure": "3step",
+    shared = {"model": cfg.model, "labeler": None, "generator": False, "discriminator": False, "procedure": "3step",
               "train_labels": "oracle", "tau": cfg.tau, "batch_size": budget["batch_size"],
               "num_train": budget["num_train"], "num_val": budget["train_val"], "image_size": budget["image_size"],
               "scene_preset": cfg.scene_preset, "lr_schedule": LR_SCHEDULE, "seed": seed, "device": cfg.device,
               "progress": progress}
-    return TrainConfig(**{**shared, **VARIANTS[variant]}, epochs=epochs)
+    settings = {**shared, **VARIANTS[variant]}
+    if settings["labeler"]:
+        settings["labeler"] = cfg.labeler_model
+    return TrainConfig(**settings, epochs=epochs)
 
 
 def plan(cfg: AblationConfig, variant: str, seed: int, progress: bool = True) -> TrainConfig:

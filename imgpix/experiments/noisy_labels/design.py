@@ -109,6 +109,8 @@ class NoiseConfig:
     ambiguity_sweep: bool = False
     protect_background: bool = True
     generator: bool = False
+    model: str = "tiny"  # the segmenter of every model (imgpix's, torchvision's or a factory: see imgpix.models)
+    labeler_model: str = "tiny"  # the image labeler, where a model trains one
     epochs: int | None = None
     num_train: int | None = None
     num_val: int | None = None
@@ -223,7 +225,8 @@ def train_config(cfg: NoiseConfig, model: str, seed: int, ambiguity: float) -> T
         labels = f"noisy:m={cfg.m},k={cfg.k}"
     data = ({"resize": budget["resize"], "crop_size": budget["crop_size"]} if cfg.real else
             {"image_size": budget["image_size"], "scene_preset": cfg.scene_preset, "ambiguity": ambiguity})
-    return replace(cfg.base_config(), fusion=MODELS[model]["fusion"], labeler=MODELS[model]["labeler"],
+    labeler = cfg.labeler_model if MODELS[model]["labeler"] else None
+    return replace(cfg.base_config(), model=cfg.model, fusion=MODELS[model]["fusion"], labeler=labeler,
                    train_labels=labels, tau=cfg.tau,
                    generator=cfg.generator, epochs=budget["epochs"], labeler_epochs=budget["labeler_epochs"],
                    lr_schedule=LR_SCHEDULE, batch_size=budget["batch_size"], num_train=budget["num_train"],
