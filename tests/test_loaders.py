@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
-from voc_tree import build_folder_tree
+from runs import SIZE, cfg_for, quiet
+from voc_tree import build_folder_tree, write_garbage
 
+import imgpix.data.loaders as loaders
+import imgpix.train as T
 from imgpix.config import TrainConfig
+from imgpix.data import NUM_CLASSES, BadFilesError
 from imgpix.data.folder import SegmentationFolder, resize_longer_side
 from imgpix.data.loaders import build_loader, build_split, make_loader
+from imgpix.data.synthetic import PRESETS, class_names
 from imgpix.evaluate import evaluate_checkpoint, resolution
 from imgpix.train import train
 
@@ -74,3 +81,62 @@ def test_a_batch_larger_than_the_training_set_is_refused(tree):
     with pytest.raises(ValueError, match="--batch-size 8 is larger than the 6 training images"):
         make_loader(cfg, build_split(cfg, "train"), shuffle=True)
     assert len(make_loader(cfg, build_split(cfg, "val"), shuffle=False)) == 4  # evaluation: any batch
+
+
+# --- synthetic scenes per epoch, seeded order, files checked first ---------------------------------
+
+
+def first_images(loader) -> torch.Tensor:
+    return torch.stack([loader.dataset[i][0] for i in range(2)])
+
+
+def test_fresh_synthetic_images_each_epoch_unless_fixed():
+    cfg = cfg_for()
+    assert len(loaders.build_split(cfg, "train")) == 8 and len(loaders.build_split(cfg, "val")) == 6
+    one, two = (first_images(loaders.build_loader(cfg, "train", shuffle=True, epoch=e)) for e in (1, 2))
+    assert not torch.equal(one, two)
+    assert torch.equal(one, first_images(loaders.build_loader(cfg, "train", shuffle=True, epoch=1)))
+    fixed = replace(cfg, fixed_train=True)
+    assert torch.equal(*(first_images(loaders.build_loader(fixed, "train", shuffle=True, epoch=e)) for e in (1, 2)))
+    val = [first_images(loaders.build_loader(cfg, "val", epoch=e)) for e in (1, 2)]
+    assert torch.equal(*val) and not torch.equal(val[0], one)
+
+
+def test_scene_settings_reach_both_splits():
+    cfg = cfg_for(scene_preset="voc", ambiguity=0.5, family_size=2, co_occurrence=True, seed=4)
+    for split in ("train", "val"):
+        data = loaders.build_split(cfg, split)
+        assert (data.preset, data.ambiguity, data.family_size, data.co_occurrence, data.size) == (
+            PRESETS["voc"], 0.5, 2, True, SIZE)
+    # val: one fixed set
+    assert loaders.build_split(cfg, "train").seed == 4 and loaders.build_split(cfg, "val").seed == 0
+    assert cfg.info.class_names == tuple(class_names(NUM_CLASSES, 2)) != cfg_for().info.class_names
+
+
+def test_loader_order_is_seeded_by_the_epoch():
+    cfg = replace(cfg_for(), num_train=12, fixed_train=True)
+
+    def order(epoch):
+        return torch.cat([mask for _, mask in loaders.build_loader(cfg, "train", shuffle=True, epoch=epoch)])
+
+    assert torch.equal(order(1), order(1)) and not torch.equal(order(1), order(2))
+    shuffled = loaders.build_loader(cfg, "train", shuffle=True)
+    assert [len(mask) for _, mask in shuffled] == [4, 4, 4] and shuffled.drop_last
+    assert [len(mask) for _, mask in loaders.build_loader(cfg, "val")] == [4, 2]
+
+
+def test_bad_files_stop_training_before_out_is_touched(tmp_path):
+    tree = build_folder_tree(tmp_path / "data")
+    write_garbage(tree["root"] / "JPEGImages" / f"{tree['val'][0]}.jpg")
+    cfg = TrainConfig(data="folder", root=str(tree["root"]), labeler=None, generator=False, epochs=1, progress=False)
+    assert cfg.info.num_classes == len(tree["names"]) and cfg.protected == (0,)
+    assert replace(cfg, background="none").protected == () and replace(cfg, background="dog").protected == (2,)
+    out = tmp_path / "run"
+    with pytest.raises(BadFilesError, match=tree["val"][0]):
+        T.train(cfg, out, log=quiet)
+    assert not out.exists()
+    lines = []
+    kept = loaders.checked_split(replace(cfg, skip_bad_files=True), "val", log=lines.append)
+    assert len(kept) == len(tree["val"]) - 1 and len(lines) == 1 and tree["val"][0] in lines[0]
+
+
