@@ -342,19 +342,20 @@ def test_no_markdown_shows_nan_or_inf_and_every_table_fits_a_page(main_run, forc
 
 def test_verdicts_are_in_words_per_equation_and_per_model(main_run):
     from imgpix.experiments import theory_tests as tt
+    from imgpix.experiments import verdicts as vd
 
     out = main_run[0]
     verdicts = pd.read_csv(out / "verdicts.csv", keep_default_na=False)
     assert verdicts.equation.astype(str).tolist() == list(tt.EQUATIONS)
-    words = (tt.HOLDS, tt.REFUTED, tt.INCONCLUSIVE, tt.NOT_TESTABLE, tt.NOT_IN_DESIGN)
+    words = (vd.HOLDS, vd.REFUTED, vd.INCONCLUSIVE, vd.NOT_TESTABLE, vd.NOT_IN_DESIGN)
     for verdict in verdicts.verdict:
-        assert verdict == tt.NOT_TESTED or any(verdict.startswith(w) for w in words), verdict
-    assert set(verdicts.identity_check) <= {tt.IDENTITY_PASSES, tt.IDENTITY_FAILS, "not run"}
+        assert verdict == vd.NOT_TESTED or any(verdict.startswith(w) for w in words), verdict
+    assert set(verdicts.identity_check) <= {vd.IDENTITY_PASSES, vd.IDENTITY_FAILS, "not run"}
     tests = pd.read_csv(out / "equation_tests.csv", keep_default_na=False)
     six = tests[tests.equation.astype(str) == "6"]
     assert set(six.model) == {*MODELS, "untrained"}
-    assert six.set_index("model").loc["untrained", "verdict"] == tt.IDENTITY_PASSES
-    assert set(six[six.model != "untrained"].verdict) <= {tt.HOLDS, tt.REFUTED, tt.INCONCLUSIVE}
+    assert six.set_index("model").loc["untrained", "verdict"] == vd.IDENTITY_PASSES
+    assert set(six[six.model != "untrained"].verdict) <= {vd.HOLDS, vd.REFUTED, vd.INCONCLUSIVE}
     eq13 = verdicts.set_index(verdicts.equation.astype(str)).loc["13/14"]
     assert eq13.verdict == "not testable in this design for trained networks"  # one m and k in this design
     assert "m' = 3" in eq13.note and "k' = 2" in eq13.note  # the background is kept with the one object

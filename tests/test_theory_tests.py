@@ -1,5 +1,5 @@
-"""Falsifiable theory tests (imgpix.experiments.theory_tests) on tables whose answer is known, and on
-the real untrained segmentation net."""
+"""Falsifiable theory tests (imgpix.experiments.theory_tests, .theory_checks, .verdicts) on tables whose
+answer is known, and on the real untrained segmentation net."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
+from imgpix.experiments import theory_checks as tc
 from imgpix.experiments import theory_tests as tt
+from imgpix.experiments import verdicts as vd
 from imgpix.experiments.stats import Estimate
 from imgpix.information import audit
 from imgpix.labels import corrupt, from_masks
@@ -78,29 +80,29 @@ DECIDED = ("assumption", "6", "6 vs n", "9/10", "11/12", "13/14")  # the tests a
 
 # ------------------------------------------------------------------ the rule, on hand intervals
 @pytest.mark.parametrize("low, high, verdict", [
-    (0.95, 1.05, tt.HOLDS),  # inside 1 +- 0.1
-    (0.9, 1.1, tt.HOLDS),  # the band's bounds belong to it
-    (0.016, 0.025, tt.REFUTED),  # entirely below
-    (1.2, 1.3, tt.REFUTED),  # entirely above
-    (0.85, 1.05, tt.INCONCLUSIVE),  # straddles the lower bound
-    (0.5, 1.5, tt.INCONCLUSIVE),  # wide: holds 1, decides nothing
-    (0.05, 0.95, tt.INCONCLUSIVE),
-    (float("nan"), float("nan"), tt.INCONCLUSIVE),
+    (0.95, 1.05, vd.HOLDS),  # inside 1 +- 0.1
+    (0.9, 1.1, vd.HOLDS),  # the band's bounds belong to it
+    (0.016, 0.025, vd.REFUTED),  # entirely below
+    (1.2, 1.3, vd.REFUTED),  # entirely above
+    (0.85, 1.05, vd.INCONCLUSIVE),  # straddles the lower bound
+    (0.5, 1.5, vd.INCONCLUSIVE),  # wide: holds 1, decides nothing
+    (0.05, 0.95, vd.INCONCLUSIVE),
+    (float("nan"), float("nan"), vd.INCONCLUSIVE),
 ])
 def test_equivalence_on_hand_intervals(low, high, verdict):
-    assert tt.equivalence(Estimate(1.0, low, high), 1.0, 0.1) == verdict
+    assert vd.equivalence(Estimate(1.0, low, high), 1.0, 0.1) == verdict
 
 
 @pytest.mark.parametrize("low, high, verdict", [
-    (-0.25, -0.17, tt.HOLDS), (0.17, 0.25, tt.REFUTED), (-0.1, 0.1, tt.INCONCLUSIVE), (-0.2, 0.0, tt.INCONCLUSIVE)])
+    (-0.25, -0.17, vd.HOLDS), (0.17, 0.25, vd.REFUTED), (-0.1, 0.1, vd.INCONCLUSIVE), (-0.2, 0.0, vd.INCONCLUSIVE)])
 def test_direction_on_hand_intervals(low, high, verdict):
-    assert tt.direction(Estimate((low + high) / 2, low, high), -1) == verdict
+    assert vd.direction(Estimate((low + high) / 2, low, high), -1) == verdict
 
 
 def test_refuted_wins_and_holds_needs_every_statistic():
-    assert tt.combine([tt.HOLDS, tt.REFUTED, tt.INCONCLUSIVE]) == tt.REFUTED
-    assert tt.combine([tt.HOLDS, tt.INCONCLUSIVE]) == tt.INCONCLUSIVE
-    assert tt.combine([tt.HOLDS, tt.HOLDS]) == tt.HOLDS and tt.combine([]) == tt.INCONCLUSIVE
+    assert vd.combine([vd.HOLDS, vd.REFUTED, vd.INCONCLUSIVE]) == vd.REFUTED
+    assert vd.combine([vd.HOLDS, vd.INCONCLUSIVE]) == vd.INCONCLUSIVE
+    assert vd.combine([vd.HOLDS, vd.HOLDS]) == vd.HOLDS and vd.combine([]) == vd.INCONCLUSIVE
 
 
 # ------------------------------------------------------------------ verdicts on known tables
@@ -108,14 +110,14 @@ def test_a_table_that_obeys_the_theory_holds():
     table = synthetic({tt.UNTRAINED: 1.0, "trained": 1.0}, noise=0.05)
     found = by_model(table)
     for eq in DECIDED:
-        assert found[(eq, "trained")] == tt.HOLDS, eq
-        assert found[(eq, tt.UNTRAINED)] == tt.IDENTITY_PASSES, eq
-    assert found[("4", "trained")] == found[("5", "trained")] == tt.NOT_TESTABLE
+        assert found[(eq, "trained")] == vd.HOLDS, eq
+        assert found[(eq, tt.UNTRAINED)] == vd.IDENTITY_PASSES, eq
+    assert found[("4", "trained")] == found[("5", "trained")] == vd.NOT_TESTABLE
     out = tt.verdicts(table, N, **FAST).set_index("equation")
     assert out.index.tolist() == list(tt.EQUATIONS)
     assert out.loc["6", "verdict"] == "holds for trained networks"
     assert out.loc["4", "verdict"] == "not testable here for trained networks"
-    assert "uniform prior" in out.loc["4", "note"] and (out.identity_check == tt.IDENTITY_PASSES).all()
+    assert "uniform prior" in out.loc["4", "note"] and (out.identity_check == vd.IDENTITY_PASSES).all()
     tests = tt.equation_tests(table, N, **FAST).set_index(["equation", "model"])
     six = tests.loc[("6", "trained")]
     assert six.measured_low <= six.measured <= six.measured_high and six.theory_slope == 1.0
@@ -131,13 +133,13 @@ def test_a_network_far_below_the_theory_is_refuted_for_trained_networks():
     for eq in ("assumption", "6", "9/10", "11/12", "13/14"):
         assert out.loc[eq, "verdict"] == "refuted for trained networks", eq
         assert out.loc[eq, "by_model"] == "unfused: refuted, fused: refuted"
-        assert out.loc[eq, "identity_check"] == tt.IDENTITY_PASSES
+        assert out.loc[eq, "identity_check"] == vd.IDENTITY_PASSES
 
 
 def test_a_negative_slope_is_refuted():
     table = synthetic({"trained": -0.4}, noise=0.05)
     found = by_model(table)
-    assert {found[(eq, "trained")] for eq in DECIDED} == {tt.REFUTED}
+    assert {found[(eq, "trained")] for eq in DECIDED} == {vd.REFUTED}
     six = tt.equation_tests(table, N, **FAST).set_index("equation").loc["6"]
     assert six.slope == pytest.approx(-0.4, abs=0.05) and six.slope_high < 0
 
@@ -145,18 +147,18 @@ def test_a_negative_slope_is_refuted():
 def test_a_wide_interval_is_inconclusive_not_holds():
     """Noise of 1 nat per image: the CIs hold 1 and much else; the old rule called that "holds"."""
     row = tt.equation_tests(synthetic({"trained": 1.0}, noise=1.0), N, **FAST).set_index("equation").loc["6"]
-    assert row.verdict == tt.INCONCLUSIVE and row.slope_low < 1 - tt.SLOPE_TOL and row.slope_high > 1 + tt.SLOPE_TOL
+    assert row.verdict == vd.INCONCLUSIVE and row.slope_low < 1 - vd.SLOPE_TOL and row.slope_high > 1 + vd.SLOPE_TOL
 
 
 def test_a_failure_on_the_untrained_net_fails_the_identity_check_only():
     out = tt.verdicts(synthetic({tt.UNTRAINED: 0.5, "trained": 1.0}, noise=0.05), N, **FAST).set_index("equation")
-    assert out.loc["6", "identity_check"] == tt.IDENTITY_FAILS
+    assert out.loc["6", "identity_check"] == vd.IDENTITY_FAILS
     assert out.loc["6", "verdict"] == "holds for trained networks"
 
 
 def test_within_tolerance_holds_and_beyond_it_is_refuted():
-    assert by_model(synthetic({"trained": 1 + tt.SLOPE_TOL / 2}))[("6", "trained")] == tt.HOLDS
-    assert by_model(synthetic({"trained": 1 + 2 * tt.SLOPE_TOL}))[("6", "trained")] == tt.REFUTED
+    assert by_model(synthetic({"trained": 1 + vd.SLOPE_TOL / 2}))[("6", "trained")] == vd.HOLDS
+    assert by_model(synthetic({"trained": 1 + 2 * vd.SLOPE_TOL}))[("6", "trained")] == vd.REFUTED
 
 
 def test_mixed_verdicts_are_named_per_model():
@@ -167,21 +169,21 @@ def test_mixed_verdicts_are_named_per_model():
 def test_missing_conditions_are_not_tested():
     out = tt.verdicts(synthetic({tt.UNTRAINED: 1.0, "trained": 1.0}, conditions=("oracle", "case1")), N, **FAST)
     out = out.set_index("equation")
-    assert out.loc["11/12", "verdict"] == out.loc["13/14", "verdict"] == tt.NOT_TESTED
+    assert out.loc["11/12", "verdict"] == out.loc["13/14", "verdict"] == vd.NOT_TESTED
     assert out.loc["13/14", "note"] == "not tested: no Case 3 rows beside Case 2 rows"
     assert out.loc["6", "verdict"] == "holds for trained networks"
-    assert set(tt.verdicts(synthetic({"trained": 1.0}).iloc[:0], N).verdict) == {tt.NOT_TESTED}
+    assert set(tt.verdicts(synthetic({"trained": 1.0}).iloc[:0], N).verdict) == {vd.NOT_TESTED}
     only_untrained = tt.verdicts(synthetic({tt.UNTRAINED: 1.0}), N, **FAST).set_index("equation").loc["6"]
-    assert only_untrained.verdict == tt.NOT_TESTED and only_untrained.identity_check == tt.IDENTITY_PASSES
+    assert only_untrained.verdict == vd.NOT_TESTED and only_untrained.identity_check == vd.IDENTITY_PASSES
     assert only_untrained.note == "not tested: no trained network in the table"
 
 
 def test_records_without_the_new_audit_columns_say_so():
     out = tt.verdicts(synthetic({"trained": 1.0}, columns=()), N, **FAST).set_index("equation")
-    assert out.loc["assumption", "verdict"] == out.loc["11/12", "verdict"] == tt.NOT_TESTED
+    assert out.loc["assumption", "verdict"] == out.loc["11/12", "verdict"] == vd.NOT_TESTED
     assert "no 'removed_mass' column" in out.loc["assumption", "note"]
     assert "no 'removed_truth' column" in out.loc["11/12", "note"]
-    assert out.loc["6", "verdict"].startswith(tt.HOLDS)
+    assert out.loc["6", "verdict"].startswith(vd.HOLDS)
 
 
 def test_equation_tests_report_the_control_beside_the_theory():
@@ -204,7 +206,7 @@ def test_roles_name_the_experiments_conditions_and_pool_case1():
     distant = more.assign(condition="case1 (m=5) distant", removed=0.0)  # not in a role: must be ignored
     roles = {**names, "oracle": "oracle", "case1": ["case1 (m=3)", "case1 (m=5)"]}
     tests = tt.equation_tests(pd.concat([renamed, more, distant]), N, roles=roles, **FAST).set_index("equation")
-    assert tests.loc["9/10", "rows"] == 80 and tests.loc["9/10", "verdict"] == tt.IDENTITY_PASSES
+    assert tests.loc["9/10", "rows"] == 80 and tests.loc["9/10", "verdict"] == vd.IDENTITY_PASSES
     assert tests.loc["11/12", "rows"] == tests.loc["13/14", "rows"] == 40
     by_default = tt.equation_tests(pd.concat([renamed, more]), N, **FAST).set_index("equation")
     assert by_default.loc["9/10", "rows"] == 0  # the default roles name "case1" only: "case1 (m=3)" is no match
@@ -233,10 +235,10 @@ def test_one_m_and_k_makes_eq_13_14_untestable_in_this_design_and_never_nan_or_i
     table = synthetic({tt.UNTRAINED: 1.0, "trained": 1.0}, noise=0.05, m=3, k=1)
     tests = tt.equation_tests(table, N, **FAST).set_index(["equation", "model"])
     row = tests.loc[("13/14", "trained")]
-    assert row.verdict == tt.NOT_IN_DESIGN and all(row[c] is None for c in ("slope", "slope_low", "intercept", "r"))
+    assert row.verdict == vd.NOT_IN_DESIGN and all(row[c] is None for c in ("slope", "slope_low", "intercept", "r"))
     assert row.note.startswith("not testable in this design: log((m'+k')/k') takes one value, 1.39, on every image "
                                "(m' = 3, k' = 1 on every image)")
-    assert tests.loc[("13/14", tt.UNTRAINED), "verdict"] == tt.IDENTITY_PASSES  # by the ratio
+    assert tests.loc[("13/14", tt.UNTRAINED), "verdict"] == vd.IDENTITY_PASSES  # by the ratio
     out = tt.verdicts(table, N, **FAST).set_index("equation")
     assert out.loc["13/14", "verdict"] == "not testable in this design for trained networks"
     assert out.loc["13/14", "note"].startswith("not testable in this design")
@@ -254,13 +256,13 @@ def test_case2_equal_to_the_oracle_is_flagged_not_nan():
     and the Case 2 table has no r (lost_fraction does not vary) instead of NaN."""
     most = tt.equation_tests(synthetic({"trained": 1.0}, m=3, k=1, oracle_images=30), N, **FAST)
     most = most.set_index("equation").loc["11/12"]
-    assert most.images == 10 and most.verdict == tt.HOLDS
+    assert most.images == 10 and most.verdict == vd.HOLDS
     assert "30 of 40 images left out (Case 2 equals the oracle" in most.note
     every = synthetic({"trained": 1.0}, m=3, k=1, oracle_images=40)
     out = tt.verdicts(every, N, **FAST).set_index("equation").loc["11/12"]
-    assert out.verdict == tt.NOT_TESTED and out.tested.startswith("extra nats Case 2 removes")
+    assert out.verdict == vd.NOT_TESTED and out.tested.startswith("extra nats Case 2 removes")
     assert out.note.startswith("not tested: all 40 images left out (Case 2 equals the oracle")
-    case2 = tt.case2_loss(every, **FAST)
+    case2 = tc.case2_loss(every, **FAST)
     row = case2.iloc[0]
     assert row.oracle_images == 40 and row.r_fraction is None and row.slope_fraction is None and row.r_nats is None
     assert "Case 2 equals the oracle on 40 of 40 images" in row.note and "lost_fraction does not vary" in row.note
@@ -276,10 +278,10 @@ def test_the_assumption_is_tested_against_the_uniform_mass():
     oracle = table[table.condition == "oracle"]
     assert exact.measured == pytest.approx(((N - oracle.n) / N).mean()) == pytest.approx(exact.theory)
     assert (exact.ratio, exact.slope, exact.intercept) == pytest.approx((1, 1, 0), abs=1e-12)
-    assert exact.verdict == tt.IDENTITY_PASSES
+    assert exact.verdict == vd.IDENTITY_PASSES
     sure = table.assign(model="sure", removed_mass=0.0)
     row = tt.equation_tests(sure, N, **FAST).set_index("equation").loc["assumption"]
-    assert (row.measured, row.measured_low, row.measured_high) == (0.0, 0.0, 0.0) and row.verdict == tt.REFUTED
+    assert (row.measured, row.measured_low, row.measured_high) == (0.0, 0.0, 0.0) and row.verdict == vd.REFUTED
 
 
 def test_more_removed_when_n_is_small_is_a_slope_with_a_verdict():
@@ -288,16 +290,16 @@ def test_more_removed_when_n_is_small_is_a_slope_with_a_verdict():
     table = pd.concat([table, table.assign(model="opposite", removed=0.2 * table.n)])
     tests = tt.equation_tests(table, N, **FAST).set_index(["equation", "model"])
     right, wrong = tests.loc[("6 vs n", "trained")], tests.loc[("6 vs n", "opposite")]
-    assert right.verdict == tt.HOLDS and right.slope == pytest.approx(right.theory_slope)
-    assert wrong.verdict == tt.REFUTED and wrong.slope == pytest.approx(0.2)
+    assert right.verdict == vd.HOLDS and right.slope == pytest.approx(right.theory_slope)
+    assert wrong.verdict == vd.REFUTED and wrong.slope == pytest.approx(0.2)
     assert (wrong.slope_low, wrong.slope_high) == pytest.approx((0.2, 0.2))
     one_n = tt.equation_tests(table.assign(n=3), N, **FAST).set_index(["equation", "model"])
-    assert one_n.loc[("6 vs n", "trained"), "verdict"] == tt.NOT_IN_DESIGN
+    assert one_n.loc[("6 vs n", "trained"), "verdict"] == vd.NOT_IN_DESIGN
 
 
 def test_removal_regression_with_one_label_set_size_has_no_slope():
     table = synthetic({"trained": 1.0}, noise=0.05, conditions=("oracle",)).assign(n=3, size=3)
-    row = tt.removal_regression(table, N=N, **FAST).iloc[0]
+    row = tc.removal_regression(table, N=N, **FAST).iloc[0]
     assert row.slope is None and row.intercept is None and row.r is None and math.isfinite(row.ratio)
     assert row.note.startswith("not tested: log(N/|L|) does not vary")
 
@@ -305,7 +307,7 @@ def test_removal_regression_with_one_label_set_size_has_no_slope():
 # ------------------------------------------------------------------ the other tests
 def test_removal_regression_and_absorbed_fraction():
     table = synthetic({tt.UNTRAINED: 1.0, "trained": 0.25}, noise=0.02)
-    out = tt.removal_regression(table, N=N, **FAST).set_index(["model", "condition"])
+    out = tc.removal_regression(table, N=N, **FAST).set_index(["model", "condition"])
     exact = out.loc[(tt.UNTRAINED, "case1")]
     assert (exact.slope, exact.intercept, exact.r, exact.absorbed) == pytest.approx((1, 0, 1, 0), abs=1e-9)
     trained = out.loc[("trained", "oracle")]
@@ -318,19 +320,19 @@ def test_count_sufficiency_measures_the_paired_difference():
     base = synthetic({"trained": 1.0}, noise=0.05, conditions=("oracle",))
     confusable = base.assign(condition="confusable", removed=base.removed - 0.3)
     random = base.assign(condition="random")
-    out = tt.count_sufficiency(pd.concat([confusable, random]), "confusable", "random", **FAST).iloc[0]
+    out = tc.count_sufficiency(pd.concat([confusable, random]), "confusable", "random", **FAST).iloc[0]
     assert out.effect == pytest.approx(-0.3) and out.effect_high < 0 and out.p_value < 0.01
     assert out.theory == 0.0 and out.images == 40
-    same = tt.count_sufficiency(pd.concat([random.assign(condition="confusable"), random]), "confusable", "random",
+    same = tc.count_sufficiency(pd.concat([random.assign(condition="confusable"), random]), "confusable", "random",
                                 **FAST).iloc[0]
     assert same.effect == 0.0 and same.p_value == 1.0
     with pytest.raises(ValueError, match="equal counts"):
-        tt.count_sufficiency(pd.concat([confusable.assign(outliers=1 + confusable.outliers), random]),
+        tc.count_sufficiency(pd.concat([confusable.assign(outliers=1 + confusable.outliers), random]),
                              "confusable", "random")
 
 
 def test_case2_loss_beside_pa_drop_and_log_n_over_k():
-    out = tt.case2_loss(synthetic({"trained": 1.0}), **FAST).iloc[0]
+    out = tc.case2_loss(synthetic({"trained": 1.0}), **FAST).iloc[0]
     # accuracy = 0.9 k/n, so the PA drop is 0.9 x lost_fraction exactly
     assert (out.r_fraction, out.slope_fraction) == pytest.approx((1.0, 0.9))
     assert out.pa_drop == pytest.approx(0.9 * out.lost_fraction)
@@ -376,7 +378,7 @@ def test_the_uniform_networks_identity_is_exact():
     assert table.removed_mass.to_numpy() == pytest.approx((N - size) / N, abs=1e-6)  # float32 logits
     if "removed_truth" in table:
         assert table.removed_truth.to_numpy() == pytest.approx(np.log(N / table.n.to_numpy()), abs=1e-6)
-    fits = tt.removal_regression(table, N=N, **FAST).set_index("condition")
+    fits = tc.removal_regression(table, N=N, **FAST).set_index("condition")
     for condition in ("oracle", "case1"):
         fit = fits.loc[condition]
         for key, value in (("slope", 1.0), ("intercept", 0.0), ("r", 1.0)):
@@ -384,8 +386,8 @@ def test_the_uniform_networks_identity_is_exact():
     tests = tt.equation_tests(table, N, **FAST).set_index("equation")
     needs = {"11/12": "removed_truth"}
     run = [eq for eq in tt.EQUATIONS if needs.get(eq, "removed") in table]
-    assert (tests.loc[run, "verdict"] == tt.IDENTITY_PASSES).all(), tests.loc[run, ["verdict", "note"]]
-    assert (tt.verdicts(table, N, **FAST).set_index("equation").loc[run, "verdict"] == tt.NOT_TESTED).all()
+    assert (tests.loc[run, "verdict"] == vd.IDENTITY_PASSES).all(), tests.loc[run, ["verdict", "note"]]
+    assert (tt.verdicts(table, N, **FAST).set_index("equation").loc[run, "verdict"] == vd.NOT_TESTED).all()
 
 
 def test_the_absent_mass_is_exact_for_a_uniform_and_for_a_certain_network():

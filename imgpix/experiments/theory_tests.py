@@ -5,10 +5,10 @@ columns ``model, seed, image, condition, n, size, kept, outliers, removed, lost_
 ce_unfused, ce_fused``, and where the audit measures them ``removed_mass`` (per image, the mean over
 its labelled pixels of ``1 - sum_{c in L} P_c``: the mass the network puts on the classes the labels
 remove) and ``removed_truth`` (the nats the *true* labels remove, over the pixels this condition
-keeps), plus ``accuracy_fused`` for :func:`case2_loss`. ``model`` is :data:`UNTRAINED` for a network
-whose outputs are uniform (an FCN with zero-initialised score layers at step 0), where every equation
-is an identity of algebra, or any other name for a trained network, where the equations are
-predictions. Conditions are matched to the paper's cases by ``roles``: role -> the exact condition
+keeps), plus ``accuracy_fused`` for :func:`~imgpix.experiments.theory_checks.case2_loss`. ``model`` is
+:data:`UNTRAINED` for a network whose outputs are uniform (an FCN with zero-initialised score layers at
+step 0), where every equation is an identity of algebra, or any other name for a trained network, where
+the equations are predictions. Conditions are matched to the paper's cases by ``roles``: role -> the exact condition
 name(s) that play it (default :data:`ROLES`; an experiment passes the names of its conditions of each
 role, e.g. ``{"case1": ["case1 (m=3)", "case1 (m=5)"]}``). Names are never parsed. Several Case 1
 conditions are pooled; the oracle, Case 2 and Case 3 must be one condition each.
@@ -37,18 +37,15 @@ which keep the same pixels. Images are the resampled units of every CI (all seed
 an image move together): the intervals describe the trained networks, not retraining. Beside every
 fit stands a theory-free control: the in-sample R^2 of a linear fit of y on the raw counts n, k', m'.
 
-**Verdicts by equivalence**, per equation and model (:func:`equivalence`): the prediction *holds*
-when the CI of ``ratio`` = mean y / mean x lies inside 1 ± :data:`RATIO_TOL` and, where x varies over
-images, the CIs of the slope inside 1 ± :data:`SLOPE_TOL` and of the intercept inside 0 ±
-:data:`INTERCEPT_TOL` nats; it is *refuted* when one of these CIs lies entirely outside its band, and
-*inconclusive* otherwise (a wide CI decides nothing). "6 vs n" is a direction: holds when the slope's
-CI lies below 0, refuted above, inconclusive when it holds 0. An equation whose x takes one value on
-every image (Eq. 13/14 with one m and k) is *not testable in this design*; Eqs. 4 and 5 are *not
-testable here* for a trained network: they are a pixel label's information under a uniform prior (log
-N, log n), not a property of a network's cross-entropy; only their difference (Eq. 6) predicts what
-labels remove from a network. The untrained network is an *identity check* of the measurement (it
-passes by algebra, see tests/test_theory_tests.py), never evidence for the theory.
-:func:`verdicts` puts each equation's model verdicts in words, e.g. "refuted for trained networks".
+**Verdicts**, per equation and model, follow the rules of :mod:`imgpix.experiments.verdicts` (bands of
+equivalence around the prediction; "6 vs n" a direction). An equation whose x takes one value on every
+image (Eq. 13/14 with one m and k) is *not testable in this design*; Eqs. 4 and 5 are *not testable here*
+for a trained network: they are a pixel label's information under a uniform prior (log N, log n), not a
+property of a network's cross-entropy; only their difference (Eq. 6) predicts what labels remove from a
+network. The untrained network is an *identity check* of the measurement (it passes by algebra, see
+tests/test_theory_tests.py), never evidence for the theory. :func:`verdicts` puts each equation's model
+verdicts in words, e.g. "refuted for trained networks". Further tests on the same tables (removal
+regression, count sufficiency, Case 2's accuracy cost): :mod:`imgpix.experiments.theory_checks`.
 
 No table holds NaN or infinity. A statistic that does not exist is None (an empty cell in Markdown)
 and the row's ``note`` says why, counts the images an equation leaves out (e.g. those where Case 2
@@ -65,18 +62,23 @@ import pandas as pd
 
 from .. import theory as th
 from ..data.common import NUM_CLASSES
-from .stats import N_RESAMPLES, Estimate, mean_ci, paired, regression
+from .stats import N_RESAMPLES, Estimate, mean_ci, regression
+from .verdicts import (
+    HOLDS,
+    IDENTITY_FAILS,
+    IDENTITY_PASSES,
+    NOT_IN_DESIGN,
+    NOT_TESTABLE,
+    NOT_TESTED,
+    decide,
+    in_words,
+    reasons,
+)
 
 UNTRAINED = "untrained"
 ROLES = {"oracle": "oracle", "case1": "case1", "case2": "case2", "case3": "case3"}  # role -> its condition name(s)
 COUNTS = ("n", "kept", "outliers")  # the theory-free control is a linear fit on these raw counts
-SLOPE_TOL = 0.1
-INTERCEPT_TOL = 0.1  # nats
-RATIO_TOL = 0.1
 X_SPREAD = 1e-9  # below this range of x over images there is no slope to fit
-HOLDS, REFUTED, INCONCLUSIVE = "holds", "refuted", "inconclusive"
-NOT_TESTED, NOT_TESTABLE, NOT_IN_DESIGN = "not tested", "not testable here", "not testable in this design"
-IDENTITY_PASSES, IDENTITY_FAILS = "identity check: passes", "identity check: FAILS"
 EQUATIONS = ("assumption", "4", "5", "6", "6 vs n", "9/10", "11/12", "13/14")
 PRIOR_ONLY = ("4", "5")
 PRIOR_REASON = ("a pixel label's information under a uniform prior (log N, log n), not a property of a network's "
@@ -98,32 +100,74 @@ def audit_frame(result: Mapping, image=None, **columns) -> pd.DataFrame:
     return frame
 
 
-def _rows(table: pd.DataFrame, conditions) -> pd.DataFrame:
+def of_conditions(table: pd.DataFrame, conditions) -> pd.DataFrame:
+    """The rows of ``conditions`` (one name or several)."""
     names = [conditions] if isinstance(conditions, str) else list(conditions)
     return table[table["condition"].isin(names)]
 
 
-def _role(table: pd.DataFrame, roles: Mapping, role: str, single: bool = True) -> pd.DataFrame:
+def of_role(table: pd.DataFrame, roles: Mapping, role: str, single: bool = True) -> pd.DataFrame:
     """The rows of the conditions ``roles[role]`` names (one name or several); ``single``: at most one of
     them in the table."""
-    rows = _rows(table, roles.get(role, ()))
+    rows = of_conditions(table, roles.get(role, ()))
     if single and rows["condition"].nunique() > 1:
         raise ValueError(f"role {role!r} is played by several conditions {sorted(rows.condition.unique())}; "
                          "pass roles= naming one")
     return rows
 
 
-def _pairs(rows: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+def paired_rows(rows: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
     """Rows joined to the reference condition's row of the same model, seed and image (suffix ``_ref``)."""
     return rows.merge(reference, on=KEYS, suffixes=("", "_ref"), validate="one_to_one")
 
 
-def _lost_nats(n, kept) -> np.ndarray:
-    """Eq. 12 per image, ``log(n/k')``; 0 where every true label is kept."""
-    n, kept = np.asarray(n), np.asarray(kept)
-    out = np.zeros(len(n))
-    out[kept < n] = th.case2_lost(n[kept < n], kept[kept < n])
+def flat(fit: Mapping[str, Estimate | None]) -> dict:
+    """Estimates as columns ``name, name_low, name_high`` (None where an estimate does not exist)."""
+    out = {}
+    for name, interval in fit.items():
+        value, low, high = (None, None, None) if interval is None else interval
+        out.update({name: value, f"{name}_low": low, f"{name}_high": high})
     return out
+
+
+def fit_line(rows: pd.DataFrame, x, y, x_name: str = "x", y_name: str = "y", *, seed: int,
+             n_resamples: int) -> tuple[dict, list[str]]:
+    """:func:`~imgpix.experiments.stats.regression` of ``y`` on ``x`` over ``rows`` (images resampled, the
+    control on :data:`COUNTS`), with slope, intercept and r set to None (not tested) when ``x`` does not
+    vary, and r to None when ``y`` does not; r clipped to [-1, 1]; and the notes saying so."""
+    fit = regression(x, y, rows["image"], rows[list(COUNTS)], seed=seed, n_resamples=n_resamples)
+    fit, notes = dict(fit), []
+    if np.ptp(np.asarray(x, dtype=np.float64)) <= X_SPREAD:
+        fit.update(dict.fromkeys(("slope", "intercept", "r")))
+        notes.append(f"{NOT_TESTED}: {x_name} does not vary (no slope, intercept or r)")
+    elif np.ptp(np.asarray(y, dtype=np.float64)) <= X_SPREAD:
+        fit["r"] = None
+        notes.append(f"no r: {y_name} does not vary")
+    if fit["r"] is not None:
+        fit["r"] = Estimate(*np.clip(fit["r"], -1.0, 1.0))
+    return fit, notes
+
+
+def finite_record(record: dict, notes: list[str]) -> dict:
+    """``record`` with every NaN or infinite number set to None and ``note`` (the ``notes`` and the
+    names of the numbers so set, when the notes did not explain them already)."""
+    out, bad = {}, []
+    for key, value in record.items():
+        number = isinstance(value, (float, np.floating)) and not isinstance(value, bool)
+        if number and not np.isfinite(value):
+            bad.append(key)
+            value = None
+        out[key] = value
+    if bad:
+        notes = [*notes, f"no value ({', '.join(bad)}): too few images or no variance"]
+    return {**out, "note": "; ".join(notes)}
+
+
+def nan_free(frame: pd.DataFrame) -> pd.DataFrame:
+    """Columns holding a missing value as objects with None, so that no table prints ``nan``."""
+    for column in frame.columns[frame.isna().any()]:
+        frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    return frame
 
 
 @dataclass(frozen=True)
@@ -151,9 +195,9 @@ def _column(table: pd.DataFrame, name: str) -> str:
 
 def _specs(table: pd.DataFrame, N: int, roles: Mapping) -> dict[str, Spec]:
     """Every test of :data:`EQUATIONS` on ``table``."""
-    oracle, case2 = _role(table, roles, "oracle"), _role(table, roles, "case2")
-    case1 = _role(table, roles, "case1", single=False)
-    pairs3 = _pairs(_role(table, roles, "case3"), case2)
+    oracle, case2 = of_role(table, roles, "oracle"), of_role(table, roles, "case2")
+    case1 = of_role(table, roles, "case1", single=False)
+    pairs3 = paired_rows(of_role(table, roles, "case3"), case2)
     lost = case2.query("kept < n and outliers == 0")
     outl = pairs3.query("outliers >= 1 and kept == kept_ref and outliers_ref == 0")
     ones = case1.query("kept == n and outliers >= 1")
@@ -205,99 +249,6 @@ def _coverage(rows: pd.DataFrame, candidates: pd.DataFrame, why: str) -> str:
     return f"{left} of {total} images left out ({why})" if left else ""
 
 
-def _flat(fit: Mapping[str, Estimate | None]) -> dict:
-    out = {}
-    for name, interval in fit.items():
-        value, low, high = (None, None, None) if interval is None else interval
-        out.update({name: value, f"{name}_low": low, f"{name}_high": high})
-    return out
-
-
-def _fit(rows: pd.DataFrame, x, y, *, seed: int, n_resamples: int) -> dict[str, Estimate]:
-    return regression(x, y, rows["image"], rows[list(COUNTS)], seed=seed, n_resamples=n_resamples)
-
-
-def _line(fit: dict[str, Estimate], x, y, x_name: str = "x", y_name: str = "y") -> tuple[dict, list[str]]:
-    """``fit`` with slope, intercept and r set to None (not tested) when ``x`` does not vary over the
-    rows, and r to None when ``y`` does not; r clipped to [-1, 1]; and the notes saying so."""
-    fit, notes = dict(fit), []
-    if np.ptp(np.asarray(x, dtype=np.float64)) <= X_SPREAD:
-        fit.update(dict.fromkeys(("slope", "intercept", "r")))
-        notes.append(f"{NOT_TESTED}: {x_name} does not vary (no slope, intercept or r)")
-    elif np.ptp(np.asarray(y, dtype=np.float64)) <= X_SPREAD:
-        fit["r"] = None
-        notes.append(f"no r: {y_name} does not vary")
-    if fit["r"] is not None:
-        fit["r"] = Estimate(*np.clip(fit["r"], -1.0, 1.0))
-    return fit, notes
-
-
-def _finite(record: dict, notes: list[str]) -> dict:
-    """``record`` with every NaN or infinite number set to None and ``note`` (the ``notes`` and the
-    names of the numbers so set, when the notes did not explain them already)."""
-    out, bad = {}, []
-    for key, value in record.items():
-        number = isinstance(value, (float, np.floating)) and not isinstance(value, bool)
-        if number and not np.isfinite(value):
-            bad.append(key)
-            value = None
-        out[key] = value
-    if bad:
-        notes = [*notes, f"no value ({', '.join(bad)}): too few images or no variance"]
-    return {**out, "note": "; ".join(notes)}
-
-
-def _nan_free(frame: pd.DataFrame) -> pd.DataFrame:
-    """Columns holding a missing value as objects with None, so that no table prints ``nan``."""
-    for column in frame.columns[frame.isna().any()]:
-        frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
-    return frame
-
-
-def _bounds(interval: Estimate | None) -> tuple[float, float]:
-    return (np.nan, np.nan) if interval is None else (interval.low, interval.high)
-
-
-def equivalence(interval: Estimate | None, target: float, tolerance: float) -> str:
-    """:data:`HOLDS` when the CI ``[low, high]`` lies inside ``target ± tolerance`` (bounds included),
-    :data:`REFUTED` when it lies entirely outside, :data:`INCONCLUSIVE` when it straddles a bound or is
-    missing (None or NaN)."""
-    low, high = _bounds(interval)
-    if not (np.isfinite(low) and np.isfinite(high)):
-        return INCONCLUSIVE
-    if target - tolerance <= low and high <= target + tolerance:
-        return HOLDS
-    if high < target - tolerance or low > target + tolerance:
-        return REFUTED
-    return INCONCLUSIVE
-
-
-def direction(interval: Estimate | None, sign: int = -1) -> str:
-    """:data:`HOLDS` when the CI lies on the ``sign`` side of 0, :data:`REFUTED` when on the other,
-    :data:`INCONCLUSIVE` when it holds 0 or is missing."""
-    low, high = (bound * sign for bound in _bounds(interval))
-    if not (np.isfinite(low) and np.isfinite(high)):
-        return INCONCLUSIVE
-    return HOLDS if min(low, high) > 0 else REFUTED if max(low, high) < 0 else INCONCLUSIVE
-
-
-def combine(verdicts) -> str:
-    """Several statistics of one prediction: refuted when one is, holds when all do, else inconclusive."""
-    verdicts = list(verdicts)
-    if REFUTED in verdicts:
-        return REFUTED
-    return HOLDS if verdicts and all(v == HOLDS for v in verdicts) else INCONCLUSIVE
-
-
-def _statistics_verdict(spec: Spec, fit: Mapping[str, Estimate], x_varies: bool) -> str:
-    if spec.rule == "direction":
-        return direction(fit["slope"])
-    found = [equivalence(fit["ratio"], 1.0, RATIO_TOL)]
-    if x_varies:
-        found += [equivalence(fit["slope"], 1.0, SLOPE_TOL), equivalence(fit["intercept"], 0.0, INTERCEPT_TOL)]
-    return combine(found)
-
-
 def _one_value(spec: Spec, rows: pd.DataFrame) -> str:
     """Why x takes one value, in words: the counts that do not vary and x's value."""
     fixed = [f"{COUNT_NAMES[c]} = {int(rows[c].iloc[0])}" for c in spec.counts if rows[c].nunique() == 1]
@@ -309,7 +260,7 @@ def _one_value(spec: Spec, rows: pd.DataFrame) -> str:
 def _verdict(key: str, spec: Spec, model: str, fit: Mapping[str, Estimate], rows: pd.DataFrame,
              x_varies: bool) -> tuple[str, str]:
     """The model's verdict on test ``key`` and, where it is not a decision, why."""
-    decided = _statistics_verdict(spec, fit, x_varies)
+    decided = decide(spec.rule, fit, x_varies)
     if model == UNTRAINED:
         return (IDENTITY_PASSES if decided == HOLDS else IDENTITY_FAILS), ""
     if key in PRIOR_ONLY:
@@ -327,8 +278,8 @@ def equation_tests(table: pd.DataFrame, N: int = NUM_CLASSES, *, roles: Mapping 
     Columns: ``equation, tested, theory_form, model, images, rows, measured(_low/_high)`` (mean y),
     ``theory`` (mean predicted nats), ``slope, intercept, r, ratio, r2_control`` each with ``_low/_high``,
     ``theory_slope`` (1, or for "6 vs n" the slope of log(N/n) on n over the same images), ``x_varies``,
-    ``verdict`` (the module docstring's rule) and ``note``. Rows whose measurement is NaN (an image with
-    no kept pixel) are dropped. No number is NaN or infinite: a statistic that does not exist is None and
+    ``verdict`` (by :func:`~imgpix.experiments.verdicts.decide`) and ``note``. Rows whose measurement is NaN
+    (an image with no kept pixel) are dropped. No number is NaN or infinite: a statistic that does not exist is None and
     ``note`` says why, and how many images a test left out and why. A model with no usable row gets
     ``rows`` 0, verdict ``not tested`` and the reason in ``note`` (``model`` None when the table has no
     candidate row at all).
@@ -347,7 +298,7 @@ def equation_tests(table: pd.DataFrame, N: int = NUM_CLASSES, *, roles: Mapping 
                 records.append({**head, "model": model, "images": 0, "rows": 0, "verdict": NOT_TESTED,
                                 "note": coverage})
                 continue
-            fit, notes = _line(_fit(rows, rows.x, rows.y, seed=seed, n_resamples=n_resamples), rows.x, rows.y)
+            fit, notes = fit_line(rows, rows.x, rows.y, seed=seed, n_resamples=n_resamples)
             predicted = rows.x
             if spec.rule == "direction":  # x is n: the prediction is Eq. 6's log(N/n), its slope on n the theory's
                 predicted = th.removed_information(N, rows.n)
@@ -360,29 +311,11 @@ def equation_tests(table: pd.DataFrame, N: int = NUM_CLASSES, *, roles: Mapping 
             if why:  # the verdict's reason replaces the bare "x does not vary"
                 notes = [why] + [n for n in notes if not n.startswith(f"{NOT_TESTED}: x does not vary")]
             measured = mean_ci(rows.y, rows.image, seed=seed, n_resamples=n_resamples)
-            records.append(_finite({**head, "model": model, "images": rows.image.nunique(), "rows": len(rows),
-                                    **_flat({"measured": measured}), "theory": float(np.mean(predicted)),
-                                    **_flat(fit), "theory_slope": theory_slope, "x_varies": x_varies,
-                                    "verdict": verdict}, [coverage] * bool(coverage) + notes))
-    return _nan_free(pd.DataFrame(records))
-
-
-def _in_words(verdicts: Mapping[str, str]) -> str:
-    """Trained models' verdicts in words: "refuted for trained networks" when they agree, else per verdict
-    ("holds for fused; refuted for unfused")."""
-    groups: dict[str, list[str]] = {}
-    for model, verdict in verdicts.items():
-        groups.setdefault(verdict, []).append(model)
-    if len(groups) == 1:
-        return f"{next(iter(groups))} for trained networks"
-    return "; ".join(f"{verdict} for {', '.join(models)}" for verdict, models in groups.items())
-
-
-def _reasons(rows: pd.DataFrame) -> str:
-    """The parts of ``rows``' notes that say why a test is not tested or not testable (once each)."""
-    parts = [part for note in rows.get("note", []) if note for part in note.split("; ")]
-    found = [p for p in dict.fromkeys(parts) if p.startswith((NOT_TESTED, NOT_TESTABLE, NOT_IN_DESIGN))]
-    return "; ".join(found) or ("" if len(rows) else f"{NOT_TESTED}: the table has no rows for it")
+            records.append(finite_record({**head, "model": model, "images": rows.image.nunique(), "rows": len(rows),
+                                          **flat({"measured": measured}), "theory": float(np.mean(predicted)),
+                                          **flat(fit), "theory_slope": theory_slope, "x_varies": x_varies,
+                                          "verdict": verdict}, [coverage] * bool(coverage) + notes))
+    return nan_free(pd.DataFrame(records))
 
 
 def verdicts(table: pd.DataFrame, N: int = NUM_CLASSES, *, roles: Mapping = ROLES, seed: int = 0,
@@ -400,96 +333,11 @@ def verdicts(table: pd.DataFrame, N: int = NUM_CLASSES, *, roles: Mapping = ROLE
         trained = group[group.model.notna() & (group.model != UNTRAINED)] if len(group) else group
         untrained = group[group.model == UNTRAINED] if len(group) else group
         decided = trained[trained.verdict != NOT_TESTED] if len(trained) else trained
-        verdict = _in_words(dict(zip(decided.model, decided.verdict))) if len(decided) else NOT_TESTED
+        verdict = in_words(dict(zip(decided.model, decided.verdict))) if len(decided) else NOT_TESTED
         records.append({"equation": key, **head, "verdict": verdict,
                         "by_model": ", ".join(f"{m}: {v}" for m, v in zip(trained.model, trained.verdict)),
                         "identity_check": untrained.verdict.iloc[0] if len(untrained) else "not run",
-                        "note": _reasons(trained) if len(trained) else _reasons(group) if untrained.empty
+                        "note": reasons(trained) if len(trained) else reasons(group) if untrained.empty
                         else f"{NOT_TESTED}: no trained network in the table"})
     return pd.DataFrame(records, columns=["equation", "tested", "theory_form", "verdict", "by_model",
                                           "identity_check", "note"])
-
-
-def removal_regression(table: pd.DataFrame, N: int = NUM_CLASSES, *, by=("model", "condition"), seed: int = 0,
-                       n_resamples: int = N_RESAMPLES) -> pd.DataFrame:
-    """Eqs. 6/10 per group ``by``: measured ``removed`` against ``log(N/|L|)`` per image.
-
-    ``log(N/|L|)`` is what a uniform prediction loses to any label set L: Eq. 6 for the true
-    labels, Eq. 10 with |L| = n + m' for Case 1. Columns: ``*by, images, measured, theory``, the
-    fit (``slope, intercept, r, ratio, r2_control`` with ``_low/_high``), ``absorbed`` = 1 -
-    ratio with its CI: the share of the predicted nats an informed network had already learned,
-    and ``note``. Numbers that do not exist (slope where |L| does not vary) are None, never NaN.
-    """
-    records = []
-    for key, rows in table.dropna(subset=["removed"]).groupby(list(by), sort=False):
-        x = th.removed_information(N, rows["size"])
-        fit, notes = _line(_fit(rows, x, rows.removed, seed=seed, n_resamples=n_resamples), x, rows.removed,
-                           "log(N/|L|)", "removed")
-        ratio = fit["ratio"]
-        records.append(_finite({**dict(zip(by, key)), "images": rows.image.nunique(),
-                                "measured": float(rows.removed.mean()), "theory": float(np.mean(x)), **_flat(fit),
-                                **_flat({"absorbed": Estimate(1 - ratio.value, 1 - ratio.high, 1 - ratio.low)})},
-                               notes))
-    return _nan_free(pd.DataFrame(records))
-
-
-def count_sufficiency(table: pd.DataFrame, a: str, b: str, *, value: str = "removed", seed: int = 0,
-                      n_resamples: int = N_RESAMPLES) -> pd.DataFrame:
-    """Eqs. 10/14 say the damage depends only on (n, m', k'): condition ``a`` vs ``b``, same counts.
-
-    ``a`` and ``b`` are two corruption processes (e.g. outliers drawn from confusable vs from
-    unrelated classes) giving every image the same counts; the theory predicts a difference of 0.
-    Per model: the paired difference a - b of ``value`` (:func:`imgpix.experiments.stats.paired`,
-    seeds as blocks) with its CI, effect size and p. Raises ``ValueError`` if a pair's counts differ.
-    """
-    pairs = _pairs(_rows(table, a), _rows(table, b))
-    if len(pairs) == 0:
-        raise ValueError(f"no image has both conditions {a!r} and {b!r}")
-    for count in COUNTS:
-        if (pairs[count] != pairs[f"{count}_ref"]).any():
-            raise ValueError(f"conditions {a!r} and {b!r} give some image different {count!r}; "
-                             "count sufficiency compares label sets with equal counts")
-    records = []
-    for model, rows in _rows(table, [a, b]).groupby("model", sort=False):
-        test = paired(rows, value, a, b, seed=seed, n_resamples=n_resamples)
-        records.append({"model": model, "a": a, "b": b, "value": value, "theory": 0.0,
-                        "mean_a": float(_rows(rows, a)[value].mean()), "mean_b": float(_rows(rows, b)[value].mean()),
-                        "effect": test.value, "effect_low": test.low, "effect_high": test.high,
-                        "effect_size": test.effect_size, "p_value": test.p_value, "images": test.n,
-                        "seed_sd": test.seed_sd})
-    return pd.DataFrame(records)
-
-
-def case2_loss(table: pd.DataFrame, *, roles: Mapping = ROLES, accuracy: str = "accuracy_fused", seed: int = 0,
-               n_resamples: int = N_RESAMPLES) -> pd.DataFrame:
-    """Eq. 12 beside what Case 2 costs: per model, lost_fraction, the PA drop and log(n/k') per image.
-
-    PA drop = ``accuracy`` (oracle) - ``accuracy`` (Case 2), a fraction like ``lost_fraction``.
-    Columns: ``model, images``, means with CIs of ``lost_fraction`` and ``pa_drop``, ``lost_nats``
-    (mean log(n/k'), Eq. 12), the correlations of the PA drop with lost_fraction (``r_fraction``)
-    and with log(n/k') (``r_nats``), slope of PA drop on lost_fraction, and the control's R^2
-    (PA drop on the raw counts n, k', m'), each with ``_low/_high``; ``oracle_images``, the images
-    where Case 2 equals the oracle (k >= n: nothing lost), and ``note``. Never NaN or infinite: a
-    correlation or slope whose x or y does not vary (e.g. Case 2 equal to the oracle on every
-    image) is None, and ``note`` says why.
-    """
-    records = []
-    pairs = _pairs(_role(table, roles, "case2"), _role(table, roles, "oracle"))
-    pairs = pairs.assign(pa_drop=pairs[f"{accuracy}_ref"] - pairs[accuracy], lost_nats=_lost_nats(pairs.n, pairs.kept))
-    for model, rows in pairs.dropna(subset=["pa_drop", "lost_fraction"]).groupby("model", sort=False):
-        kw = {"seed": seed, "n_resamples": n_resamples}
-        by_fraction, notes = _line(_fit(rows, rows.lost_fraction, rows.pa_drop, **kw), rows.lost_fraction,
-                                   rows.pa_drop, "lost_fraction", "pa_drop")
-        by_nats, more = _line(_fit(rows, rows.lost_nats, rows.pa_drop, **kw), rows.lost_nats, rows.pa_drop,
-                              "log(n/k')", "pa_drop")
-        equal, images = rows[rows.kept >= rows.n].image.nunique(), rows.image.nunique()
-        if equal:
-            notes.insert(0, f"Case 2 equals the oracle on {equal} of {images} images (k >= n: every true label kept)")
-        records.append(_finite({"model": model, "images": images, "oracle_images": equal,
-                                **_flat({"lost_fraction": mean_ci(rows.lost_fraction, rows.image, **kw),
-                                         "pa_drop": mean_ci(rows.pa_drop, rows.image, **kw)}),
-                                "lost_nats": float(rows.lost_nats.mean()),
-                                **_flat({"r_fraction": by_fraction["r"], "slope_fraction": by_fraction["slope"],
-                                         "r_nats": by_nats["r"], "r2_control": by_nats["r2_control"]})},
-                               list(dict.fromkeys(notes + more))))
-    return _nan_free(pd.DataFrame(records))
