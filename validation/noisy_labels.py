@@ -2,12 +2,15 @@
 """Noisy image-level labels (the paper's §3.2), against a fair baseline and against the theory.
 
 Trains, per seed and on the same budget of segmenter updates, a network without labels (the
-baseline) and one with oracle labels fused (the paper's setting), then evaluates both with no
-labels, oracle labels, Cases 1-3 (m outliers, k kept classes) and the image labeler at tau.
-Writes tables, paired claims, the theory's verdicts and plots; see validation/README.md.
+baseline), one with oracle labels fused (the paper's training) and one with the labeler's labels fused
+(the paper's protocol), then evaluates each with no labels, oracle labels, Cases 1-3 (m outliers, k kept
+classes) and the image labeler at tau. Writes tables, claims decided over seeds, the theory's verdicts
+and plots; see validation/README.md. On real data (--data folder --root DIR) every reported number comes
+from the test split and every choice from val.
 
     python validation/noisy_labels.py --m 3 --k 1
     python validation/noisy_labels.py --quick                    # 1 seed, small budget (CI)
+    python validation/noisy_labels.py --data folder --root ../shared/data/msrc21 --models unfused,fused
     python validation/noisy_labels.py --ambiguity-sweep          # gains against scene ambiguity
     python validation/noisy_labels.py --out DIR --shard 0/2 &    # seeds 0, 2, ... in one process,
     python validation/noisy_labels.py --out DIR --shard 1/2 &    # seeds 1, 3, ... in another,

@@ -1,8 +1,9 @@
 """The noisy image-label experiment (the paper's §3.2), made fair.
 
-Per seed, two networks are trained on the same budget of segmenter updates: ``unfused`` (no labels:
-the baseline) and ``fused`` (oracle labels fused, the paper's setting); optional ``fused-labeler``
-and ``fused-noisy``. The segmenter's learning rate decays along a cosine (:data:`LR_SCHEDULE`) so each
+Per seed, networks are trained on the same budget of segmenter updates: ``unfused`` (no labels: the
+baseline), ``fused`` (oracle labels fused, the paper's training) and ``fused-labeler`` (the labeler's
+labels fused in training, the paper's protocol); optional ``fused-noisy``. Claims about the method are
+decided over seeds. The segmenter's learning rate decays along a cosine (:data:`LR_SCHEDULE`) so each
 model ends on its budget's plateau; the learning-curve table measures how flat. Every model is
 evaluated under every condition (label source): unfused, oracle, Case 1 / 2 / 3 (m, k) and the
 labeler at tau, post-hoc fusion into the unfused model included, plus the tau curve. Per image the
@@ -12,7 +13,7 @@ information of :func:`imgpix.information.audit` (for the theory tests of
 
 Modules: :mod:`.design` (models, conditions with their roles, claims, budgets, NoiseConfig), :mod:`.run`
 (training, evaluation, seeds as work units, shards), :mod:`.analysis` (tables and claims) and
-:mod:`.report` (files, plots, Markdown).
+:mod:`.report` (outputs, summary, ``report.md``), :mod:`.markdown` (tables) and :mod:`.plots` (figures).
 """
 
 from .analysis import ambiguity_table, claims, headline, labeler_summary, learning_plateaus, results_table, tau_curve
