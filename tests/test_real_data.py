@@ -21,13 +21,8 @@ from voc_tree import (
 from imgpix.data import VOC_CLASSES, SyntheticScenes
 from imgpix.data.build import DatasetInfo, build_dataset, dataset_info, default_train_split
 from imgpix.data.check import BadFilesError, check_dataset, find_bad_files
-from imgpix.data.folder import (
-    FileError,
-    SegmentationFolder,
-    ids_from_colours,
-    read_class_list,
-    resolve_background,
-)
+from imgpix.data.classes import read_class_list, resolve_background
+from imgpix.data.folder import FileError, SegmentationFolder, ids_from_colours
 from imgpix.data.synthetic import class_names
 from imgpix.data.voc import VOCSegmentation
 

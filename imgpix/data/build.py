@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
+from .classes import find_class_list, read_class_list, resolve_background
 from .common import VOC_CLASSES
-from .folder import SegmentationFolder, find_class_list, read_class_list, resolve_background
+from .folder import SegmentationFolder
 from .synthetic import SyntheticScenes, class_names
 from .voc import VOCSegmentation
 from .voc import default_train_split as voc_train_split

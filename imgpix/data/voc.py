@@ -26,7 +26,7 @@ Labels: PNGs are read as palette indices (mode 'P', or 'L'), i.e. the pixel
 values are the class ids 0..20 with 255 = ignore -- never converted to RGB.
 Other modes, and any unreadable file, raise a ``FileError`` (``ValueError``) naming the file.
 Classes: ``VOC_CLASSES`` (21); ``background`` (class 0 with the default ``"auto"``) as
-for :func:`imgpix.data.folder.resolve_background`. Crops and augmentation: see
+for :func:`imgpix.data.classes.resolve_background`. Crops and augmentation: see
 :mod:`imgpix.data.folder`. The constructor checks the folders and id lists only; the
 listed files are checked by :func:`imgpix.data.check.check_dataset` (or when read).
 """
@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .classes import resolve_background
 from .common import VOC_CLASSES
 from .folder import (
     FileError,
@@ -47,7 +48,6 @@ from .folder import (
     read_label_png,
     read_split,
     require,
-    resolve_background,
 )
 
 SPLITS = ("train", "val", "trainval", "trainaug")
