@@ -16,3 +16,11 @@ def cfg_for(**overrides) -> TrainConfig:
 
 def quiet(line: str) -> None:
     pass
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` of a subprocess that must receive Ctrl-C: a test run started in the background (``cmd &``)
+    ignores SIGINT, and its children would inherit that and never see the interrupt."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -19,6 +19,7 @@ import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from runs import default_sigint
 
 from imgpix.data.loaders import build_loader
 from imgpix.experiments import ablation
@@ -305,7 +306,7 @@ def test_a_second_run_into_a_live_runs_out_is_refused(tmp_path):
 def test_ctrl_c_during_start_up_exits_130_in_one_line(tmp_path):
     process = subprocess.Popen([sys.executable, str(SCRIPT), *TINY, "--out", str(tmp_path / "out"), "--cache-dir",
                                 str(tmp_path / "cache")], cwd=ROOT, env=ENV, text=True, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
+                               stderr=subprocess.PIPE, preexec_fn=default_sigint)
     time.sleep(1.0)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)

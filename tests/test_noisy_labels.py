@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from runs import default_sigint
 
 from imgpix.data.common import NUM_CLASSES as N
 from imgpix.experiments import noisy_labels as nl
@@ -59,7 +60,7 @@ def args(out: Path, cache: Path, *extra: str, seeds: int = 2) -> list[str]:
 
 def popen(argv: list[str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(SCRIPT), *argv], cwd=ROOT, env=ENV, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=default_sigint)
 
 
 def finish(process: subprocess.Popen) -> Outcome:

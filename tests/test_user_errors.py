@@ -27,6 +27,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from runs import default_sigint
 from voc_tree import build_folder_tree, truncate
 
 from imgpix import fuse, fuse_log, theory
@@ -304,7 +305,7 @@ def test_ctrl_c_then_rerun_resumes(tmp_path):
             "--batch-size", "8", "--image-size", "32", "-q", "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=default_sigint)
     try:
         lines = iter(proc.stdout.readline, "")  # blocks until a line comes; "" at the end of the output
         assert next((line for line in lines if line.startswith("epoch 1/3:")), None), proc.communicate(timeout=60)
@@ -460,7 +461,7 @@ def test_ctrl_c_while_starting_exits_130_in_one_line(tmp_path):
     code = ("import sys\nfrom imgpix.cli import main\nprint('main', flush=True)\n"
             f"sys.exit(main({['train', *tiny(), '--out', str(tmp_path / 'run')]!r}))\n")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, preexec_fn=default_sigint)
     assert proc.stdout.readline() == "main\n"  # the console script's own start: imgpix.cli imports nothing heavy
     time.sleep(0.2)  # inside main, importing torch for train (seconds)
     proc.send_signal(signal.SIGINT)
