@@ -8,6 +8,7 @@ more examples. Override with ``HYPOTHESIS_PROFILE=<name>``.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -39,3 +40,24 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A directory this process cannot write into: made read-only, or for the superuser (whom permissions do
+    not stop) sysfs."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "read-only"
+        folder.mkdir()
+        folder.chmod(0o500)
+        yield folder
+        folder.chmod(0o700)
+        return
+    folder = Path("/sys")
+    try:
+        (folder / "imgpix-write-test").mkdir()
+    except OSError:
+        yield folder
+        return
+    (folder / "imgpix-write-test").rmdir()
+    pytest.skip("no directory here that the superuser cannot write into")

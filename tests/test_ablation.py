@@ -257,24 +257,6 @@ def test_out_that_is_a_file_exits_2(tmp_path):
 # -- start-up, output folders and locks through the script ----------------------------------------------
 
 
-@pytest.fixture
-def read_only_dir(tmp_path) -> Path:
-    """A directory this process cannot write into: made read-only, or for the superuser (whom permissions do
-    not stop) sysfs."""
-    if os.geteuid() != 0:
-        folder = tmp_path / "read-only"
-        folder.mkdir()
-        folder.chmod(0o500)
-        yield folder
-        folder.chmod(0o700)
-        return
-    try:
-        (Path("/sys") / "imgpix-write-test").mkdir()
-    except OSError:
-        yield Path("/sys")
-        return
-    (Path("/sys") / "imgpix-write-test").rmdir()
-    pytest.skip("no directory here that the superuser cannot write into")
 
 
 def one_line(done: subprocess.CompletedProcess, code: int, *words: str) -> None:

@@ -105,25 +105,6 @@ def one_error_line(outcome: Outcome, *words: str) -> None:
         assert word in errors[0]
 
 
-@pytest.fixture
-def read_only_dir(tmp_path) -> Path:
-    """A directory this process cannot write into: made read-only, or for the superuser (whom permissions do
-    not stop) sysfs."""
-    if os.geteuid() != 0:
-        folder = tmp_path / "read-only"
-        folder.mkdir()
-        folder.chmod(0o500)
-        yield folder
-        folder.chmod(0o700)
-        return
-    folder = Path("/sys")
-    try:
-        (folder / "imgpix-write-test").mkdir()
-    except OSError:
-        yield folder
-        return
-    (folder / "imgpix-write-test").rmdir()
-    pytest.skip("no directory here that the superuser cannot write into")
 
 
 @pytest.fixture(scope="module")

@@ -68,20 +68,12 @@ def run(argv: list[str] | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        try:
-            import imgpix  # noqa: F401  (light: its submodules load on first use)
-        except ImportError:  # run from a checkout without installing the package
-            sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from imgpix.experiments.runner import ExperimentError
+        import imgpix  # noqa: F401  (light: its submodules load on first use)
+    except ImportError:  # run from a checkout without installing the package
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from imgpix.experiments.cli import script_main
 
-        try:
-            return run(argv)
-        except (ExperimentError, OSError, ValueError) as error:
-            print(f"{PROG}: error: {error}", file=sys.stderr)
-            return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; finished cells are saved, rerun the same command to resume", file=sys.stderr)
-        return 130
+    return script_main(PROG, run, argv, "finished cells are saved, rerun the same command to resume")
 
 
 if __name__ == "__main__":

@@ -71,18 +71,12 @@ def run(argv: list[str] | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        try:
-            import imgpix  # noqa: F401  (light: its submodules load on first use)
-        except ImportError:  # run from a checkout without installing the package
-            sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        try:
-            return run(argv)
-        except (OSError, ValueError) as error:
-            print(f"{PROG}: error: {error}", file=sys.stderr)
-            return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        import imgpix  # noqa: F401  (light: its submodules load on first use)
+    except ImportError:  # run from a checkout without installing the package
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from imgpix.experiments.cli import script_main
+
+    return script_main(PROG, run, argv, "nothing is kept, rerun the same command")
 
 
 if __name__ == "__main__":

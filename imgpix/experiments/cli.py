@@ -119,3 +119,21 @@ def shard(text: str) -> tuple[int, int]:
     if not 0 <= index < count:
         raise argparse.ArgumentTypeError(f"shard i/n must satisfy 0 <= i < n, got {text!r}")
     return index, count
+
+
+def script_main(prog: str, run, argv: list[str] | None, interrupted: str = "rerun the same command to resume") -> int:
+    """A validation script's ``main``: ``run(argv)``; a user's error (bad arguments, data, output) is one line
+    and exit 2, Ctrl-C one line and exit 130 (``interrupted`` says what to do next)."""
+    import sys
+
+    try:
+        from .runner import ExperimentError
+
+        try:
+            return run(argv)
+        except (ExperimentError, OSError, ValueError) as error:
+            print(f"{prog}: error: {error}", file=sys.stderr)
+            return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; {interrupted}", file=sys.stderr)
+        return 130
