@@ -71,6 +71,8 @@ def build_parser():
     p.add_argument("--eval-split", default=None,
                    help="the split every reported number comes from (default: test on real data, where choices are "
                         "made on val; val on synthetic scenes, where they are made on a separate 'select' set)")
+    p.add_argument("--budget-check", action="store_true",
+                   help=f"also train seed 0 of every model at {nl.BUDGET_FACTOR}x the epochs and compare (convergence)")
     p.add_argument("--shard", type=shard, default=None, metavar="I/N", help="compute seeds I, I+N, ... only")
     p.add_argument("--merge", action="store_true", help="compute nothing; write the outputs from the seed files")
     p.add_argument("--require", default="", metavar="CLAIM[,CLAIM]",
@@ -97,6 +99,7 @@ def run(argv: list[str] | None) -> int:
                          model=args.model, labeler_model=args.labeler,
                          epochs=args.epochs, num_train=args.num_train, num_val=args.num_val,
                          image_size=args.image_size, resize=args.resize, eval_split=args.eval_split,
+                         budget_check=args.budget_check, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          device=args.device)
     required = [c for c in args.require.split(",") if c]
     unknown = set(required) - set(nl.CLAIMS)

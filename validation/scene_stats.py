@@ -36,6 +36,7 @@ def build_parser():
                    help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)")
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
     p.add_argument("--threads", type=int_in_range(1), default=1, help="torch threads (default 1)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.add_argument("--update-docs", action="store_true",
                    help="also rewrite the scene_stats section of validation/README.md")
     return p
@@ -43,6 +44,7 @@ def build_parser():
 
 def run(argv: list[str] | None) -> int:
     import platform
+    from dataclasses import replace
 
     import torch
 
@@ -57,7 +59,7 @@ def run(argv: list[str] | None) -> int:
             raise ValueError(f"--out {args.out} is a directory; name a file")
         check_writable(args.out.parent, "--out")
     torch.set_num_threads(args.threads)
-    sizes = scene_stats.Sizes.quick() if args.quick else scene_stats.Sizes()
+    sizes = replace(scene_stats.Sizes.quick() if args.quick else scene_stats.Sizes(), progress=args.progress)
     report = scene_stats.report(args.sections, sizes, log=lambda text: print(text, flush=True))
     if args.out:
         write_atomic(args.out, report)

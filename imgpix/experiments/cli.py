@@ -8,6 +8,7 @@ during start-up is an interruption like any other (exit 130, one line).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import tempfile
 from dataclasses import fields
@@ -43,6 +44,17 @@ def field_default(config: type, name: str):
     return next(f.default for f in fields(config) if f.name == name)
 
 
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def _budget_help(what: str, presets: dict, name: str) -> str:
     return f"{what} (default {presets['default'][name]}; --quick {presets['quick'][name]})"
 
@@ -76,6 +88,12 @@ def add_common_options(parser: argparse.ArgumentParser, config: type, presets: d
                         help=_budget_help("validation images evaluated", presets, "num_val"))
     parser.add_argument("--image-size", type=int_in_range(16), default=None,
                         help=_budget_help("image side in pixels", presets, "image_size"))
+    parser.add_argument("--batch-size", type=int_in_range(1), default=None,
+                        help=_budget_help("images per batch", presets, "batch_size"))
+    parser.add_argument("--lr", type=positive_float, default=None,
+                        help="the segmenter's peak SGD learning rate (default: imgpix train's)")
+    parser.add_argument("--seed", type=int_in_range(0), default=field_default(config, "seed"),
+                        help="base seed: the run's seed i trains with seed + i (default %(default)s)")
 
 
 def check_writable(path: Path, option: str) -> None:
@@ -121,11 +139,22 @@ def shard(text: str) -> tuple[int, int]:
     return index, count
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that a run stops its worker processes on the way out."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
 def script_main(prog: str, run, argv: list[str] | None, interrupted: str = "rerun the same command to resume") -> int:
     """A validation script's ``main``: ``run(argv)``; a user's error (bad arguments, data, output) is one line
-    and exit 2, Ctrl-C one line and exit 130 (``interrupted`` says what to do next)."""
+    and exit 2, Ctrl-C one line and exit 130, SIGTERM likewise and exit 143 (``interrupted`` says what to do
+    next); either signal stops the run's worker processes."""
+    import signal
     import sys
 
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         from .runner import ExperimentError
 
@@ -134,6 +163,7 @@ def script_main(prog: str, run, argv: list[str] | None, interrupted: str = "reru
         except (ExperimentError, OSError, ValueError) as error:
             print(f"{prog}: error: {error}", file=sys.stderr)
             return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; {interrupted}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        print(f"{prog}: {'terminated' if isinstance(stop, Terminated) else 'interrupted'}; {interrupted}",
+              file=sys.stderr)
+        return 143 if isinstance(stop, Terminated) else 130

@@ -30,6 +30,7 @@ from typing import Callable
 import numpy as np
 import torch
 from scipy.ndimage import uniform_filter
+from tqdm import tqdm
 
 from ..config import TrainConfig
 from ..data import IGNORE_INDEX, NUM_CLASSES, SyntheticScenes
@@ -65,6 +66,7 @@ class Sizes:
     seg_images: int = 1024
     seg_epochs: int = 12
     tau: float = DEFAULT_TAU
+    progress: bool = True  # the training runs' progress bars (not a size: it changes no number)
 
     @classmethod
     def quick(cls) -> "Sizes":
@@ -205,7 +207,7 @@ def labeler_config(ambiguity: float, epochs: int, sizes: Sizes) -> TrainConfig:
     """The labeler's training run: the voc preset, fresh images each epoch, no segmenter step taken."""
     return TrainConfig(model="tiny", labeler="tiny", fusion=None, train_labels="none", generator=False,
                        scene_preset="voc", ambiguity=ambiguity, num_train=sizes.labeler_images,
-                       num_val=sizes.val_images, epochs=epochs, tau=sizes.tau, progress=False)
+                       num_val=sizes.val_images, epochs=epochs, tau=sizes.tau, progress=sizes.progress)
 
 
 def labeler_run(ambiguity: float, epochs: int, sizes: Sizes) -> list:
@@ -219,7 +221,8 @@ def labeler_run(ambiguity: float, epochs: int, sizes: Sizes) -> list:
         if trainer.labeler_schedule is None:
             trainer.start_labeler_schedule(len(loader))
         trainer.model.labeler.train()
-        for image, mask in loader:
+        for image, mask in tqdm(loader, desc=f"labeler epoch {trainer.epoch + 1}/{cfg.epochs}", leave=False,
+                                disable=not cfg.progress):
             trainer.labeler_iteration(*trainer.to_device(image, mask))
             steps += 1
         trainer.epoch += 1
@@ -275,7 +278,8 @@ def top_receptive_field(seg: torch.nn.Module) -> int:
 def segmenter_config(ambiguity: float, fusion: str | None, epochs: int, sizes: Sizes) -> TrainConfig:
     return TrainConfig(model="tiny", labeler=None, fusion=fusion, generator=False,
                        train_labels="oracle" if fusion else "none", scene_preset="voc", ambiguity=ambiguity,
-                       num_train=sizes.seg_images, num_val=sizes.val_images, epochs=epochs, progress=False)
+                       num_train=sizes.seg_images, num_val=sizes.val_images, epochs=epochs,
+                       progress=sizes.progress)
 
 
 def segmenter_run(ambiguity: float, fusion: str | None, wide: bool, epochs: int, sizes: Sizes) -> list:

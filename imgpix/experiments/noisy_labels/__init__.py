@@ -16,10 +16,20 @@ Modules: :mod:`.design` (models, conditions with their roles, claims, budgets, N
 :mod:`.report` (outputs, summary, ``report.md``), :mod:`.markdown` (tables) and :mod:`.plots` (figures).
 """
 
-from .analysis import ambiguity_table, claims, headline, labeler_summary, learning_plateaus, results_table, tau_curve
+from .analysis import (
+                     ambiguity_table,
+                     budget_check,
+                     claims,
+                     headline,
+                     labeler_summary,
+                     learning_plateaus,
+                     results_table,
+                     tau_curve,
+)
 from .design import (
                      AMBIGUITIES,
                      BASELINE,
+                     BUDGET_FACTOR,
                      CLAIMS,
                      COMPARISONS,
                      LR_SCHEDULE,
@@ -35,15 +45,16 @@ from .design import (
                      condition_names,
                      conditions,
                      main_condition,
+                     scaled,
                      train_config,
 )
 from .report import OUTPUTS, headline_markdown, report_markdown, write_outputs
 from .run import affinities, run, run_seed, seed_path
 
 __all__ = [
-    "AMBIGUITIES", "BASELINE", "CLAIMS", "COMPARISONS", "Claim", "Condition", "LR_SCHEDULE", "MODELS", "NoiseConfig",
-    "OUTPUTS", "PRESETS", "ROLES", "TAUS", "THEORY_MS", "affinities", "ambiguities", "ambiguity_table", "claims",
-    "condition_names", "conditions", "headline", "headline_markdown", "labeler_summary", "learning_plateaus",
-    "main_condition", "report_markdown", "results_table", "run", "run_seed", "seed_path", "tau_curve",
-    "train_config", "write_outputs",
+    "AMBIGUITIES", "BASELINE", "BUDGET_FACTOR", "CLAIMS", "COMPARISONS", "Claim", "Condition", "LR_SCHEDULE",
+    "MODELS", "NoiseConfig", "OUTPUTS", "PRESETS", "ROLES", "TAUS", "THEORY_MS", "affinities", "ambiguities",
+    "ambiguity_table", "budget_check", "claims", "condition_names", "conditions", "headline", "headline_markdown",
+    "labeler_summary", "learning_plateaus", "main_condition", "report_markdown", "results_table", "run", "run_seed",
+    "scaled", "seed_path", "tau_curve", "train_config", "write_outputs",
 ]

@@ -231,3 +231,23 @@ def ambiguity_table(results: list[dict], cfg: NoiseConfig) -> pd.DataFrame:
         out.append(entry)
     frame = pd.DataFrame(out)
     return frame.drop(columns="seed").groupby("ambiguity").agg(["mean", "std"]).reset_index()
+
+
+def budget_check(base: dict, doubled: dict, cfg: NoiseConfig, factor: int) -> pd.DataFrame:
+    """Seed ``base["seed"]`` at the run's budget and at ``factor`` times its epochs: per model and main
+    condition (none, oracle, labeler) the MIOU on the evaluated split at both budgets, their difference, and
+    each learning curve's last-quarter change on the selection split."""
+    rows = []
+    for model in cfg.models:
+        changes = [stats.plateau(r["models"][model]["history"].assign(model=model), "model")
+                   ["last_quarter_change"].item() for r in (base, doubled)]
+        for role in ("none", "oracle", "labeler"):
+            name = main_condition(cfg, role).name
+            if name not in base["models"][model]["matrices"]:
+                continue
+            at = [float(stats.score(r["models"][model]["matrices"][name].sum(0), "MIOU")) for r in (base, doubled)]
+            rows.append({"row": row_name(model, name), "updates": base["models"][model]["updates"],
+                         "MIOU": at[0], f"updates_x{factor}": doubled["models"][model]["updates"],
+                         f"MIOU_x{factor}": at[1], "change": at[1] - at[0], "last_quarter_change": changes[0],
+                         f"last_quarter_change_x{factor}": changes[1]})
+    return pd.DataFrame(rows)

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, replace
 from ...config import TrainConfig
 from ...data.synthetic import PRESETS as SCENE_PRESETS
 from ...labels import DEFAULT_TAU, LabelSource, check_tau
+from .. import splits
 from ..stats import N_RESAMPLES, QUICK_RESAMPLES
 
 TAUS = tuple(round(0.05 * i, 2) for i in range(21))
@@ -41,9 +42,7 @@ PRESETS = {
     "real-quick": {"num_train": 48, "epochs": 2, "labeler_epochs": 2, "batch_size": 16, "num_val": 24,
                    "train_val": 16, "resize": 64, "crop_size": 48},
 }
-# The split the reported numbers come from, and the one every choice (budgets, learning curves) is made on:
-# disjoint. Synthetic scenes draw any split name afresh, so "select" is a set of its own.
-SPLITS = {"synthetic": {"eval": "val", "select": "select"}, "real": {"eval": "test", "select": "val"}}
+BUDGET_FACTOR = 2  # the convergence check's budget, in multiples of the run's epochs
 LR_SCHEDULE = "cosine"  # the segmenter's, in every model: each run ends on its budget's plateau, not mid-swing
 ROLES = ("none", "oracle", "case1", "case2", "case3", "labeler", "confusable", "distant")
 
@@ -117,6 +116,10 @@ class NoiseConfig:
     image_size: int | None = None
     resize: int | None = None
     eval_split: str | None = None  # None: test on real data, val on synthetic scenes
+    budget_check: bool = False  # also train seed 0 of every model at BUDGET_FACTOR x the epochs
+    batch_size: int | None = None
+    lr: float | None = None  # the segmenter's peak SGD learning rate (None: TrainConfig's)
+    seed: int = 0  # the base seed: seed i of the run trains with seed + i
     device: str = "cpu"
 
     def __post_init__(self):
@@ -148,8 +151,7 @@ class NoiseConfig:
             raise ValueError("--image-size is the synthetic scenes' side; real images are scaled with --resize")
         if not self.real and self.resize is not None:
             raise ValueError("--resize scales real images; the synthetic scenes' side is --image-size")
-        if self.evaluated_split == self.select_split:
-            raise ValueError(f"the evaluated split must not be the one choices are made on ({self.select_split})")
+        splits.check_disjoint(self.real, self.eval_split)
         if self.resize is not None and self.resize < 16:
             raise ValueError(f"resize must be >= 16, got {self.resize}")
         if (self.budget["num_train"] or self.budget["batch_size"]) < self.budget["batch_size"]:
@@ -177,7 +179,7 @@ class NoiseConfig:
     def budget(self) -> dict:
         name = "quick" if self.quick else "default"
         preset = dict(PRESETS[f"real-{name}" if self.real else name])
-        for name in ("epochs", "num_train", "num_val", "image_size", "resize"):
+        for name in ("epochs", "num_train", "num_val", "image_size", "resize", "batch_size"):
             if getattr(self, name) is not None:
                 preset[name] = getattr(self, name)
         return preset
@@ -185,12 +187,12 @@ class NoiseConfig:
     @property
     def evaluated_split(self) -> str:
         """The split every reported number comes from (by default ``test`` on real data)."""
-        return self.eval_split or SPLITS["real" if self.real else "synthetic"]["eval"]
+        return splits.evaluated_split(self.real, self.eval_split)
 
     @property
     def select_split(self) -> str:
         """The split of the learning curves and every choice: never the evaluated one."""
-        return SPLITS["real" if self.real else "synthetic"]["select"]
+        return splits.select_split(self.real)
 
     @property
     def resamples(self) -> int:
@@ -226,11 +228,13 @@ def train_config(cfg: NoiseConfig, model: str, seed: int, ambiguity: float) -> T
     data = ({"resize": budget["resize"], "crop_size": budget["crop_size"]} if cfg.real else
             {"image_size": budget["image_size"], "scene_preset": cfg.scene_preset, "ambiguity": ambiguity})
     labeler = cfg.labeler_model if MODELS[model]["labeler"] else None
+    if cfg.lr is not None:
+        data["lr"] = cfg.lr
     return replace(cfg.base_config(), model=cfg.model, fusion=MODELS[model]["fusion"], labeler=labeler,
                    train_labels=labels, tau=cfg.tau,
                    generator=cfg.generator, epochs=budget["epochs"], labeler_epochs=budget["labeler_epochs"],
                    lr_schedule=LR_SCHEDULE, batch_size=budget["batch_size"], num_train=budget["num_train"],
-                   num_val=budget["train_val"], eval_split=cfg.select_split, seed=seed, device=cfg.device,
+                   num_val=budget["train_val"], eval_split=cfg.select_split, seed=cfg.seed + seed, device=cfg.device,
                    channels_last=True, progress=False, **data)
 
 
@@ -249,7 +253,8 @@ def conditions(cfg: NoiseConfig, seed: int) -> tuple[Condition, ...]:
     sees the same labels, a larger m adds outliers to a smaller m's, and Case 3 adds outliers to Case 2's
     kept classes."""
     def noisy(m: int, k: int | None, tag: str = "") -> LabelSource:  # one stream per k: case3 = case2 + outliers
-        return LabelSource("noisy", m=m, k=k, seed=_noise_seed(seed, k, tag), protected=cfg.protected, tag=tag)
+        return LabelSource("noisy", m=m, k=k, seed=_noise_seed(cfg.seed + seed, k, tag), protected=cfg.protected,
+                           tag=tag)
 
     found = [Condition("unfused", "none", LabelSource("none"), True),
              Condition("oracle", "oracle", LabelSource("oracle"), True),
@@ -273,3 +278,8 @@ def condition_names(cfg: NoiseConfig, role: str | None = None, main: bool | None
     """Names of the conditions of ``role`` (any role when None), of the results table or not (either when None)."""
     return [c.name for c in conditions(cfg, 0)
             if (role is None or c.role == role) and (main is None or c.main == main)]
+
+
+def scaled(cfg: NoiseConfig, factor: int) -> NoiseConfig:
+    """``cfg`` at ``factor`` times its epochs, one seed, no further check."""
+    return replace(cfg, epochs=factor * cfg.budget["epochs"], seeds=1, budget_check=False)

@@ -207,3 +207,15 @@ def ambiguity_markdown(frame: pd.DataFrame) -> str:
     rows = [[name.replace("gain ", "gain: ")] + [f"{r[(name, 'mean')]:.2f} ± {num(r[(name, 'std')], '.2f')}"
                                                  for _, r in frame.iterrows()] for name in names]
     return _md(["ambiguity"] + [f"{a:g}" for a in frame["ambiguity"]], rows)
+
+
+def budget_markdown(frame: pd.DataFrame, factor: int, seed: int) -> str:
+    """The convergence check: seed ``seed`` of every model at the budget and at ``factor`` times it."""
+    rows = [[r["row"], r["updates"], num(r["MIOU"], ".2f"), r[f"updates_x{factor}"], num(r[f"MIOU_x{factor}"], ".2f"),
+             f"{r['change']:+.2f}", f"{r['last_quarter_change']:+.2f}", f"{r[f'last_quarter_change_x{factor}']:+.2f}"]
+            for r in frame.to_dict("records")]
+    header = ["row", "updates", "MIOU", "updates", f"MIOU at {factor}x", "change",
+              "curve's last quarter", f"at {factor}x"]
+    return (f"#### Convergence: seed {seed} of every model at the budget and at {factor}x its epochs (MIOU on the "
+            "evaluated split; the last-quarter change of each learning curve on the selection split)\n\n"
+            + _md(header, rows))

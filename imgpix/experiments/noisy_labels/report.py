@@ -14,6 +14,7 @@ from ..verdicts import INTERCEPT_TOL, RATIO_TOL
 from .analysis import (
     UNTESTED,
     ambiguity_table,
+    budget_check,
     claims,
     headline,
     labeler_summary,
@@ -22,10 +23,11 @@ from .analysis import (
     tau_anchor,
     tau_curve,
 )
-from .design import BASELINE, MODELS, NoiseConfig, condition_names
+from .design import BASELINE, BUDGET_FACTOR, MODELS, NoiseConfig, condition_names
 from .markdown import (
     LEVEL,
     ambiguity_markdown,
+    budget_markdown,
     case2_markdown,
     claims_markdown,
     decision_text,
@@ -41,10 +43,11 @@ from .markdown import (
 from .plots import plot_ambiguity, plot_learning_curves, plot_tau, plot_theory
 
 TABLES = ("table", "claims", "verdicts", "equation_tests", "count_sufficiency", "case2", "tau_curve",
-          "tau_anchor", "ambiguity")  # .csv and .md
+          "tau_anchor", "ambiguity", "budget_check")  # .csv and .md
 FIGURES = ("tau_curve.png", "theory.png", "learning_curves.png", "ambiguity.png")
 # every name a run may write (what --force removes from a run that recorded none of its own)
-OUTPUTS = ("seeds", "report.md", "summary.json", *(f"{t}.{ext}" for t in TABLES for ext in ("csv", "md")), *FIGURES)
+OUTPUTS = ("seeds", "budget", "report.md", "summary.json", *(f"{t}.{ext}" for t in TABLES for ext in ("csv", "md")),
+           *FIGURES)
 TABLE_COLUMNS = ["row", "model", "condition", "MIOU", "MIOU_sd", "MIOU_seeds_low", "MIOU_seeds_high", "MIOU_ci_low",
                  "MIOU_ci_high", "PA", "MPA", "FWAA", "n", "size", "kept", "outliers", "removed", "lost_fraction",
                  "updates", "seeds", "images"]
@@ -86,8 +89,9 @@ def theory_roles(cfg: NoiseConfig) -> dict[str, list[str]]:
     return {role: condition_names(cfg, role) for role in ("oracle", "case1", "case2", "case3")}
 
 
-def write_outputs(cfg: NoiseConfig, outputs: Outputs, results: list[dict]) -> dict:
-    """Tables, claims, verdicts and plots from every seed's result; returns the summary (not yet written)."""
+def write_outputs(cfg: NoiseConfig, outputs: Outputs, results: list[dict], doubled: dict | None = None) -> dict:
+    """Tables, claims, verdicts and plots from every seed's result (and the convergence check's ``doubled``
+    seed 0, when run); returns the summary (not yet written)."""
     resamples = {"n_resamples": cfg.resamples}
     table = results_table(results, cfg)
     markdown = {"table": _write(outputs, "table", table[TABLE_COLUMNS], scores_markdown(table))}
@@ -128,6 +132,10 @@ def write_outputs(cfg: NoiseConfig, outputs: Outputs, results: list[dict]) -> di
                               "train_seconds": [r["models"][m]["train_seconds"] for r in results]}
                           for m in cfg.models},
                "plateau": _records(plateaus), "markdown": markdown, "images": int(table["images"].iloc[0])}
+    if doubled is not None:
+        check = budget_check(results[0], doubled, cfg, BUDGET_FACTOR)
+        markdown["budget_check"] = _write(outputs, "budget_check", check, budget_markdown(check, BUDGET_FACTOR, 0))
+        summary["budget_check"] = _records(check)
     if cfg.ambiguity_sweep:
         sweep = ambiguity_table(results, cfg)
         flat = sweep.copy()
@@ -204,6 +212,9 @@ def report_markdown(summary: dict) -> str:
                   "labels for `unfused`, oracle labels for the fused models; `learning_curves.png`)", "",
                   md["plateau"], "", "A cosine schedule flattens the end of every curve by construction: a small "
                   "last-quarter change is no evidence of a plateau on its own.", ""]
+    if "budget_check" in md:
+        lines += [md["budget_check"], "", "A model still learning at the budget would gain at twice the epochs; a "
+                  "change within the seed-to-seed sd of the table below says the budget is on its plateau.", ""]
     lines += [f"#### All conditions (mean ± sd over seeds; MIOU's {LEVEL} CI over seeds, t, and over images, "
               "bootstrap, the latter conditional on the trained networks)", "", md["table"], "",
               "#### Labels per condition (means over images and seeds)", "", md["labels"], "",

@@ -27,13 +27,18 @@ from ...models import build_model
 from ...runtime import cpu_worker
 from ..cache import default_cache_dir, epochs_done, is_cached, trained_model
 from ..runner import ExperimentError, Units, in_parallel, is_finished, open_run
+from ..splits import check_data
 from ..stats import score
-from .design import BASELINE, MODELS, TAUS, NoiseConfig, ambiguities, conditions, train_config
+from .design import BASELINE, BUDGET_FACTOR, MODELS, TAUS, NoiseConfig, ambiguities, conditions, scaled, train_config
 from .report import OUTPUTS, report_markdown, write_outputs
 
 
 def seed_units(out: Path) -> Units:
-    return Units(out, "seeds", "seed{seed}.pkl")
+    return Units(out, "seeds", "seed{seed}.json.gz")
+
+
+def budget_units(out: Path) -> Units:
+    return Units(out, "budget", "seed{seed}_x{factor}.json.gz")
 
 
 def seed_path(out: Path, seed: int) -> Path:
@@ -109,7 +114,7 @@ def run_seed(cfg: NoiseConfig, seed: int, cache_dir: Path, log: Callable[[str], 
             result["models"][name] = {**extra, "history": history, "updates": int(history["updates"].iloc[-1]),
                                       "train_seconds": float(history["seconds"].sum())}
         if ambiguity == cfg.ambiguity:
-            torch.manual_seed(seed)
+            torch.manual_seed(cfg.seed + seed)
             untrained = build_model(train_config(cfg, BASELINE, seed, ambiguity))
             untrained.labeler = None
             records, _, _ = _evaluate(untrained, loader, cfg, seed, affinity)
@@ -146,6 +151,24 @@ def _seed_job(cfg: NoiseConfig, seed: int, cache: Path, units: Units, threads: i
     _stderr(f"seed {seed} evaluated in {time.perf_counter() - start:.0f} s")
 
 
+def _budget_check(cfg: NoiseConfig, opened, cache: Path, progress: bool, jobs: int, threads: int,
+                  log: Callable[[str], None]) -> dict:
+    """Seed 0's result with every model trained to :data:`~.design.BUDGET_FACTOR` times the epochs."""
+    units = budget_units(opened.out)
+    opened.outputs.folder(units.folder.name)
+    key = {"seed": 0, "factor": BUDGET_FACTOR}
+    if not units.done(**key):
+        big = scaled(cfg, BUDGET_FACTOR)
+        to_train = [t for t in (train_config(big, name, 0, cfg.ambiguity) for name in cfg.models)
+                    if not is_cached(t, cache)]
+        log(f"convergence check: seed 0 of {len(cfg.models)} models at {BUDGET_FACTOR}x the epochs, "
+            f"{len(to_train)} to train")
+        in_parallel(_train_job, [(t, cache, threads) for t in to_train], jobs, f"training {len(to_train)} models "
+                    f"at {BUDGET_FACTOR}x", progress, steps=lambda: epochs_done(to_train, cache))
+        units.save(run_seed(big, 0, cache, log), **key)
+    return units.load(**key)
+
+
 def run(cfg: NoiseConfig, out: Path | None = None, force: bool = False, cache_dir: Path | None = None,
         shard: tuple[int, int] | None = None, merge: bool = False, progress: bool = True, jobs: int = 1,
         threads: int = 1, log: Callable[[str], None] = print, results_root: Path = Path("results/noisy_labels"),
@@ -161,6 +184,8 @@ def run(cfg: NoiseConfig, out: Path | None = None, force: bool = False, cache_di
         raise ExperimentError("--shard and --merge are separate steps: run the shards, then --merge once")
     if shard and force:
         raise ExperimentError("--force cannot be combined with --shard (the shards share --out)")
+    baseline = train_config(cfg, BASELINE, 0, cfg.ambiguity)
+    check_data(baseline, replace(baseline, num_val=cfg.budget["num_val"], eval_split=cfg.evaluated_split))
     start = time.perf_counter()
     seeds = range(cfg.seeds)
     if merge:
@@ -187,7 +212,8 @@ def run(cfg: NoiseConfig, out: Path | None = None, force: bool = False, cache_di
         in_parallel(_seed_job, [(cfg, seed, cache, units, threads) for seed in todo], jobs, "seeds", progress)
         if shard is not None:
             return None
-        summary = write_outputs(cfg, opened.outputs, _load_seeds(out, seeds))
+        doubled = _budget_check(cfg, opened, cache, progress, jobs, threads, log) if cfg.budget_check else None
+        summary = write_outputs(cfg, opened.outputs, _load_seeds(out, seeds), doubled)
         summary["timings"] = {"wall_s": round(time.perf_counter() - start, 1),
                               "cache_warm": not todo or not to_train, "seeds_computed": len(todo),
                               "jobs": min(jobs, max(len(trainings), 1)), "threads": threads}
