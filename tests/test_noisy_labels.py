@@ -13,7 +13,6 @@ import importlib.util
 import io
 import json
 import os
-import pickle
 import re
 import shutil
 import signal
@@ -31,6 +30,7 @@ from runs import default_sigint
 from imgpix.data.common import NUM_CLASSES as N
 from imgpix.experiments import noisy_labels as nl
 from imgpix.experiments.cache import config_key
+from imgpix.files import read_data
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "validation" / "noisy_labels.py"
@@ -80,7 +80,7 @@ def call(cli, argv: list[str]) -> Outcome:
 
 
 def seed_results(out: Path) -> list[dict]:
-    return [pickle.loads(path.read_bytes()) for path in sorted((out / "seeds").glob("seed*.pkl"))]
+    return [read_data(path) for path in sorted((out / "seeds").glob("seed*.json.gz"))]
 
 
 def per_image(results: list[dict], model: str, condition: str) -> pd.DataFrame:
@@ -165,7 +165,7 @@ def test_run_writes_every_output(main_run):
         assert (out / name).stat().st_size > 0, name
         if name.endswith(".png"):
             assert (out / name).read_bytes()[:8] == PNG, name
-    assert sorted(p.name for p in (out / "seeds").iterdir()) == ["seed0.pkl", "seed1.pkl"]
+    assert sorted(p.name for p in (out / "seeds").iterdir()) == ["seed0.json.gz", "seed1.json.gz"]
     assert "unfused + unfused" in outcome.stdout and "oracle_beats_baseline" in outcome.stdout
 
 
@@ -386,6 +386,90 @@ def test_one_seed_decides_no_claim(forced):
     assert "not decided: one seed, no interval over seeds" in (out / "report.md").read_text()
 
 
+# ------------------------------------------------------------------ figures (drawn from made-up results)
+class Figures:
+    """Stands in for :class:`imgpix.experiments.runner.Outputs`: lays each figure out as it is saved, keeps its
+    axes and whether the legend lies below them (off the data), and closes it."""
+
+    def __init__(self):
+        self.axes, self.legend_below = {}, {}
+
+    def save_figure(self, name, fig):
+        import matplotlib.pyplot as plt
+
+        fig.tight_layout()
+        renderer = fig.canvas.get_renderer()
+        ax = fig.axes[0]
+        self.axes[name] = ax
+        self.legend_below[name] = ax.get_legend().get_window_extent(renderer).y1 <= ax.get_window_extent(renderer).y0
+        plt.close(fig)
+
+
+def legend_texts(ax) -> list[str]:
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_tau_plot_names_its_bands_marks_the_default_tau_and_tells_equal_levels_apart():
+    from imgpix.experiments.noisy_labels.plots import plot_tau
+
+    taus = [0.0, 0.25, 0.5]
+    curve = pd.DataFrame([{"model": m, "tau": t, "mean": 5.0 + t, "sd": 1.0, "seeds": 3, "low": 4.0, "high": 6.0 + t}
+                          for m in MODELS for t in taus])
+    table = pd.DataFrame([{"row": f"{m} + {c}", "model": m, "condition": c, "MIOU": 5.3 if c == "oracle" else 4.8,
+                           "MIOU_seeds_low": 4.0, "MIOU_seeds_high": 5.5}
+                          for m in MODELS for c in ("unfused", "oracle")])
+    figures = Figures()
+    plot_tau(curve, table, CONFIG, figures)
+    ax = figures.axes["tau_curve.png"]
+    texts = legend_texts(ax)
+    assert "95% t intervals over 3 seeds" in ax.get_title() and any("95% t interval over seeds" in t for t in texts)
+    assert any(f"default tau = {CONFIG.tau:g}" in t for t in texts)
+    vertical = [line for line in ax.get_lines() if list(line.get_xdata()) == [CONFIG.tau] * 2]
+    assert len(vertical) == 1
+    oracle = [line for line in ax.get_lines() if list(line.get_ydata()) == [5.3, 5.3]]  # three equal levels
+    assert len(oracle) == 3 and len({(str(line.get_linestyle()), line.get_linewidth()) for line in oracle}) == 3
+    assert sum(t.endswith("oracle: 5.3") for t in texts) == 3
+    assert len({line.get_marker() for line in ax.get_lines() if len(line.get_xdata()) == len(taus)}) == 3
+    assert figures.legend_below["tau_curve.png"]
+
+
+def test_theory_plot_shows_one_box_per_model_and_size_against_log_n_over_l():
+    from imgpix.experiments.noisy_labels.plots import plot_theory
+
+    rng = np.random.default_rng(0)
+    records = pd.DataFrame([{"model": m, "condition": c, "size": size, "removed": rng.uniform(0, 1)}
+                            for m in ("untrained", *MODELS) for c in ("oracle", "case1 (m=3)", "unfused")
+                            for size in (1, 2, 4) for _ in range(20) if c != "unfused" or size == 1])
+    figures = Figures()
+    plot_theory(records, CONFIG, figures)
+    ax = figures.axes["theory.png"]
+    assert len(ax.patches) == 4 * 3  # a box per model and |L|
+    theory = ax.collections[-1]
+    assert sorted(seg[0][1] for seg in theory.get_segments()) == pytest.approx(sorted(np.log(N / np.array([1, 2, 4]))))
+    assert [t.get_text().split("\n")[0] for t in ax.get_xticklabels()] == ["1", "2", "4"]
+    assert "theory: removed = log(N/|L|) (Eqs. 6, 10)" in legend_texts(ax) and figures.legend_below["theory.png"]
+
+
+@pytest.mark.parametrize("updates", [True, False])
+def test_learning_curves_are_drawn_against_updates_a_colour_per_model_and_a_style_per_seed(updates):
+    from imgpix.experiments.noisy_labels.plots import plot_learning_curves
+
+    def history(seed):
+        frame = pd.DataFrame({"epoch": [1, 2, 3], "updates": [8, 16, 24], "MIOU": [4.0 + seed, 6.0, 7.5]})
+        return frame if updates else frame.drop(columns="updates")
+
+    results = [{"seed": s, "models": {m: {"history": history(s)} for m in MODELS}} for s in (0, 1)]
+    figures = Figures()
+    plot_learning_curves(results, "select", figures)
+    ax = figures.axes["learning_curves.png"]
+    drawn = [line for line in ax.get_lines() if len(line.get_xdata()) == 3]
+    assert len(drawn) == 6 and list(drawn[0].get_xdata()) == ([8, 16, 24] if updates else [1, 2, 3])
+    assert ax.get_xlabel() == "segmenter updates" if updates else "no update counts" in ax.get_xlabel()
+    assert len({line.get_color() for line in drawn}) == 3
+    assert len({(str(line.get_linestyle()), line.get_marker()) for line in drawn}) == 2
+    assert {"seed 0", "seed 1"} <= set(legend_texts(ax)) and figures.legend_below["learning_curves.png"]
+
+
 # ------------------------------------------------------------------ reruns
 def test_rerunning_a_finished_run_rewrites_the_same_outputs_without_training(main_run, cache, cli, tmp_path):
     out = tmp_path / "again"
@@ -402,13 +486,13 @@ def test_interrupted_run_resumes_from_its_seeds_without_training(main_run, cache
     out = tmp_path / "resumed"
     shutil.copytree(main_run[0], out)
     (out / "summary.json").unlink()
-    (out / "seeds" / "seed1.pkl").unlink()
-    seed0 = (out / "seeds" / "seed0.pkl").stat().st_mtime_ns
+    (out / "seeds" / "seed1.json.gz").unlink()
+    seed0 = (out / "seeds" / "seed0.json.gz").stat().st_mtime_ns
     outcome = call(cli, args(out, cache))
     assert outcome.code == 0, outcome.stderr[-3000:]
     assert "resuming" in outcome.stderr and "1 seed(s) to compute" in outcome.stderr
     assert "training" not in outcome.stderr  # every model came from the cache
-    assert (out / "seeds" / "seed0.pkl").stat().st_mtime_ns == seed0
+    assert (out / "seeds" / "seed0.json.gz").stat().st_mtime_ns == seed0
     assert (out / "table.csv").read_bytes() == (main_run[0] / "table.csv").read_bytes()
 
 
@@ -416,7 +500,7 @@ def test_force_replaces_the_runs_own_files_only(forced):
     out, outcome = forced
     assert not any((out / name).exists() for name in STALE)  # written by the earlier run: stale, removed
     assert (out / "notes.txt").read_text() == "mine\n"
-    assert sorted(p.name for p in (out / "seeds").iterdir()) == ["seed0.pkl"]
+    assert sorted(p.name for p in (out / "seeds").iterdir()) == ["seed0.json.gz"]
     assert (pd.read_csv(out / "table.csv")["seeds"] == 1).all()
     assert "training" not in outcome.stderr
 
@@ -446,7 +530,7 @@ def test_shards_then_merge_give_the_unsharded_table(main_run, cache, cli, tmp_pa
     for outcome in outcomes:
         assert outcome.code == 0 and outcome.stdout == "", outcome.stderr[-3000:]
         assert "training" not in outcome.stderr
-    assert sorted(p.name for p in (out / "seeds").iterdir()) == ["seed0.pkl", "seed1.pkl"]
+    assert sorted(p.name for p in (out / "seeds").iterdir()) == ["seed0.json.gz", "seed1.json.gz"]
     assert not (out / "summary.json").exists() and not (out / "table.csv").exists()
     merged = call(cli, args(out, cache, "--merge"))
     assert merged.code == 0, merged.stderr[-3000:]
@@ -457,7 +541,7 @@ def test_shards_then_merge_give_the_unsharded_table(main_run, cache, cli, tmp_pa
 def test_merge_names_the_missing_seed(main_run, cache, cli, tmp_path):
     out = tmp_path / "partial"
     (out / "seeds").mkdir(parents=True)
-    shutil.copy(main_run[0] / "seeds" / "seed0.pkl", out / "seeds")
+    shutil.copy(main_run[0] / "seeds" / "seed0.json.gz", out / "seeds")
     one_error_line(call(cli, args(out, cache, "--merge")), "seeds [1]")
     assert not (out / "table.csv").exists()
 

@@ -3,17 +3,22 @@ registry, work units and the process pool."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import operator
 import signal
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from imgpix.experiments.runner import RUN, ExperimentError, Outputs, Units, entries, in_parallel, is_finished, open_run
-from imgpix.files import is_temporary
+from imgpix.files import TAG, from_json_data, is_temporary, to_json_data, write_data
 from imgpix.lock import LOCK_NAME, OutputLock
 
 IDENTITY = {"experiment": "test", "seeds": 2}
@@ -161,11 +166,104 @@ def test_entries_ignore_locks_and_temporaries(tmp_path):
 
 
 def test_units_save_load_and_resume(tmp_path):
-    units = Units(tmp_path, "cells", "{variant}_seed{seed}.pkl")
+    units = Units(tmp_path, "cells", "{variant}_seed{seed}.json.gz")
     assert not units.done(variant="add", seed=1)
     units.save({"x": 1}, variant="add", seed=1)
     assert units.done(variant="add", seed=1) and units.load(variant="add", seed=1) == {"x": 1}
-    assert [p.name for p in (tmp_path / "cells").iterdir()] == ["add_seed1.pkl"]
+    assert [p.name for p in (tmp_path / "cells").iterdir()] == ["add_seed1.json.gz"]
+
+
+def realistic_unit() -> dict:
+    """A seed's result as the noise experiment saves it: confusion matrices, a tau curve keyed by floats,
+    learning-curve histories and per-image records (pandas' string columns included)."""
+    rng = np.random.default_rng(0)
+    history = pd.DataFrame({"epoch": np.arange(1, 4), "updates": np.array([8, 16, 24]),
+                            "loss_seg": [2.5, 1.75, float("nan")], "MIOU": [4.0, 7.5, 9.25]})
+    records = pd.DataFrame({"n": rng.integers(1, 5, 6), "removed": rng.normal(size=6),
+                            "kept": np.array([True, False] * 3),
+                            "condition": pd.array(["oracle", "case1 (m=3)", None] * 2, dtype="str")})
+    model = {"matrices": {"oracle": rng.integers(0, 500, (4, 21, 21), dtype=np.int32),
+                          "unfused": np.zeros((0, 21, 21), np.int32)},
+             "tau_curve": {0.0: 4.75, 0.25: 9.5, 1.0: float("inf")}, "labeler": None, "history": history,
+             "updates": 24, "train_seconds": 28.12, "scores": np.linspace(0, 1, 5, dtype=np.float32)}
+    return {"seed": 3, "models": {"fused": model}, "records": records, "sweep": [], "shape": (64, 21),
+            "ok": True, "note": "nats", "mean": np.float64(0.5), "count": np.int64(-7), "names": ["a", 1.5, False]}
+
+
+def assert_identical(a, b, where="unit"):
+    """``b`` is ``a``: same types all the way down, arrays with their dtype and shape, frames with their dtypes."""
+    assert type(a) is type(b), where
+    if isinstance(a, dict):
+        assert list(a) == list(b), where
+        for key in a:
+            assert_identical(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_identical(x, y, f"{where}[{i}]")
+    elif isinstance(a, pd.DataFrame):
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+        assert list(a.dtypes) == list(b.dtypes) and list(a.columns) == list(b.columns), where
+    elif isinstance(a, (np.ndarray, np.generic)):
+        assert a.dtype == b.dtype and a.shape == b.shape, where
+        np.testing.assert_array_equal(a, b, strict=True)
+        if a.dtype.kind == "f":
+            assert np.array_equal(np.signbit(a), np.signbit(b)), where
+    elif isinstance(a, float) and np.isnan(a):
+        assert np.isnan(b), where
+    else:
+        assert a == b, where
+
+
+def test_units_round_trip_a_realistic_unit_exactly(tmp_path):
+    units = Units(tmp_path, "seeds", "seed{seed}.json.gz")
+    unit = realistic_unit()
+    units.save(unit, seed=3)
+    assert_identical(unit, units.load(seed=3))
+
+
+def test_a_unit_is_gzip_json_the_standard_library_reads(tmp_path):
+    path = tmp_path / "seed0.json.gz"
+    write_data(path, realistic_unit())
+    with gzip.open(path, "rt", encoding="utf-8") as stream:
+        raw = json.load(stream, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))  # strict JSON
+    assert raw["seed"] == 3 and raw["note"] == "nats" and raw["ok"] is True
+    matrix = raw["models"]["fused"]["matrices"]["oracle"]
+    assert (matrix[TAG], matrix["dtype"], matrix["shape"]) == ("ndarray", "<i4", [4, 21, 21])
+    assert len(matrix["data"]) == 4 * 21 * 21
+    history = raw["models"]["fused"]["history"]
+    assert history[TAG] == "DataFrame" and history["columns"] == ["epoch", "updates", "loss_seg", "MIOU"]
+    assert history["data"][2]["data"][2] == "nan"
+    assert not [p for p in tmp_path.iterdir() if is_temporary(p.name)]
+
+
+def test_values_json_cannot_hold_are_refused_not_pickled():
+    for value in (object(), {1, 2}, pd.Series([1]), np.array([object()]), pd.DataFrame({"a": [1]}, index=[5])):
+        with pytest.raises(TypeError):
+            to_json_data(value)
+    with pytest.raises(ValueError, match="unknown"):
+        from_json_data({TAG: "pickle"})
+    assert from_json_data(to_json_data({TAG: 1, 2: "x"})) == {TAG: 1, 2: "x"}  # a key that looks like the tag
+
+
+DTYPES = st.sampled_from(["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+                          "float16", "float32", "float64", ">i4", ">f8", "<U3"])
+
+
+@st.composite
+def arrays(draw):
+    dtype = np.dtype(draw(DTYPES))
+    return draw(hnp.arrays(dtype, hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=4)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(arrays())
+def test_arrays_of_every_dtype_and_shape_round_trip(array):
+    back = from_json_data(json.loads(json.dumps(to_json_data({"a": array, "s": array[()] if not array.ndim else 0}),
+                                                allow_nan=False)))
+    assert_identical(array, back["a"])
+    if not array.ndim:
+        assert_identical(array[()], back["s"])
 
 
 @pytest.mark.parametrize("jobs", [1, 2])

@@ -6,8 +6,9 @@
   The shards of one run (``--shard i/n``) share the directory: each holds a lock of its own shard.
 * :class:`Outputs` writes every file of a run (atomically, :mod:`imgpix.files`) and records its name in
   ``run.json``, so ``--force`` removes exactly the files the earlier run wrote.
-* :class:`Units` is a folder of work units, one pickle per unit (a seed, a cell): saved when done,
-  skipped when resumed, loaded to write the outputs.
+* :class:`Units` is a folder of work units, one gzip-compressed JSON file per unit (a seed, a cell; numpy arrays
+  and DataFrames included, :func:`imgpix.files.write_data`): saved when done, skipped when resumed, loaded to
+  write the outputs.
 * :func:`in_parallel` runs jobs in one process or in a pool of spawned worker processes.
 """
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import pickle
 import shutil
 import signal
 import time
@@ -221,8 +221,9 @@ def open_run(out: Path | None, identity: dict, force: bool, results_root: Path, 
 
 
 class Units:
-    """A folder of work units: one pickle per unit, named ``pattern.format(**key)``, written atomically;
-    a unit whose file exists is done (a resumed run skips it)."""
+    """A folder of work units: one file per unit, named ``pattern.format(**key)`` (``.json.gz``), written
+    atomically as gzip-compressed JSON (:func:`imgpix.files.write_data`: numpy arrays and DataFrames come back
+    with their dtypes); a unit whose file exists is done (a resumed run skips it)."""
 
     def __init__(self, out: Path, folder: str, pattern: str):
         self.folder, self.pattern = Path(out) / folder, pattern
@@ -235,10 +236,10 @@ class Units:
 
     def save(self, result, **key) -> None:
         self.folder.mkdir(exist_ok=True)
-        files.write_pickle(self.path(**key), result)
+        files.write_data(self.path(**key), result)
 
     def load(self, **key):
-        return pickle.loads(self.path(**key).read_bytes())
+        return files.read_data(self.path(**key))
 
 
 def _ignore_interrupts() -> None:
