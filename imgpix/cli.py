@@ -90,7 +90,8 @@ def _common_args(parser: argparse.ArgumentParser, data_default: str | None, DEFA
     parser.add_argument("--device", type=_device, default=DEFAULTS["device"],
                         help="cpu, cuda, cuda:1, ... (default: %(default)s)")
     parser.add_argument("--threads", type=_positive, default=None,
-                        help="torch threads of this process (default: 1 for the tiny net on the CPU, else all cores)")
+                        help="torch threads of this process (default: every core; 1 for the tiny net on the CPU when "
+                             "the machine is busy, load average >= 1)")
     parser.add_argument("--tau", type=_unit, default=None,
                         help=f"labeler threshold in [0, 1] (default: {DEFAULTS['tau']}, or the checkpoint's)")
     _quiet_arg(parser)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 
 import torch
 
@@ -34,8 +35,20 @@ def cpu_worker(threads: int) -> None:
     keep_freed_memory()
 
 
+def machine_busy() -> bool:
+    """True when other work keeps the CPU busy: a one-minute load average of 1 or more (False where the
+    platform has no load average)."""
+    try:
+        return os.getloadavg()[0] >= 1.0
+    except (AttributeError, OSError):
+        return False
+
+
 def default_threads(model: str, device: str) -> int:
-    """Torch threads for a process that trains or evaluates ``model``: one for imgpix's tiny net on the CPU
-    (its small tensors gain nothing from more, and threads wait on each other on a busy machine; measured in
-    benchmarks/RESULTS.md), else every core torch would use."""
-    return 1 if model == "tiny" and device == "cpu" else torch.get_num_threads()
+    """Torch threads for a process that trains or evaluates ``model``: for imgpix's tiny net on the CPU, one when
+    the machine is busy (threads of busy processes wait on each other: one was about 3x faster beside another
+    run) and every core when it is idle (two were about 1.4x faster alone; README, Quick start); else every core
+    torch would use."""
+    if model == "tiny" and device == "cpu" and machine_busy():
+        return 1
+    return torch.get_num_threads()

@@ -32,3 +32,23 @@ def test_kept_memory_trains_the_same_weights():
         return done.stdout.split()[-1]
 
     assert weights_digest("kept") == weights_digest("default")
+
+
+def test_the_tiny_net_takes_every_core_on_an_idle_machine_and_one_on_a_busy_one(monkeypatch):
+    import os
+
+    import torch
+
+    from imgpix.runtime import default_threads
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.3, 0.5, 0.5))
+    assert default_threads("tiny", "cpu") == torch.get_num_threads()
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.7, 1.0, 0.5))
+    assert default_threads("tiny", "cpu") == 1
+    assert default_threads("fcn8s", "cpu") == torch.get_num_threads()  # big tensors: every core, busy or not
+
+    def no_load_average():
+        raise OSError("no load average here")
+
+    monkeypatch.setattr(os, "getloadavg", no_load_average)
+    assert default_threads("tiny", "cpu") == torch.get_num_threads()
