@@ -266,10 +266,11 @@ def in_parallel(job: Callable, calls: list[tuple], jobs: int, desc: str, progres
         return [job(*call) for call in tqdm(calls, desc=desc, disable=not progress)]
     results: list = [None] * len(calls)
     pool = ProcessPoolExecutor(min(jobs, len(calls)), mp_context=get_context("spawn"), initializer=_ignore_interrupts)
-    futures = {pool.submit(job, *call): i for i, call in enumerate(calls)}
-    total = steps()[1] if steps else len(calls)
-    bar = tqdm(total=total, desc=desc, unit=" epochs" if steps else "", disable=not progress)
-    try:
+    futures: dict = {}
+    bar = tqdm(total=steps()[1] if steps else len(calls), desc=desc, unit=" epochs" if steps else "",
+               disable=not progress)
+    try:  # from the first submit on: a signal while the workers start must stop them too
+        futures = {pool.submit(job, *call): i for i, call in enumerate(calls)}
         pending = set(futures)
         while pending:
             finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)

@@ -1,7 +1,7 @@
 """Running the noisy-label experiment: train (or load) each seed's models, evaluate every condition, save the
 seed; then (unless sharded) write the outputs.
 
-One seed's work is one unit ``seeds/seed<S>.pkl`` (:class:`imgpix.experiments.runner.Units`): seeds
+One seed's work is one unit ``seeds/seed<S>.json.gz`` (:class:`imgpix.experiments.runner.Units`): seeds
 resume, and ``--shard i/n`` computes seeds ``i, i+n, ...`` in separate processes; ``--merge`` (or any run
 whose seed files all exist) writes the tables, claims, verdicts and plots.
 """
