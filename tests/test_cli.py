@@ -1,12 +1,17 @@
 """End to end through the real command (``python -m imgpix.cli``): train, evaluate, theory, errors.
 
-Every subprocess pays the torch import, so independent commands are started
-together and awaited once (module fixtures), not one after another.
+Every subprocess pays the interpreter and the torch + torchvision import (~7 CPU-s on the 2-core CI VM), so
+the real command runs once per command kind (train, evaluate, theory, an error exit) and those runs are
+started together and awaited once (module fixtures). The other evaluations and bad arguments go through the
+same entry point, ``imgpix.cli.main(argv)``, in this process (``in_process``: exit code, stdout and stderr as a
+subprocess would give them).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import os
 import re
@@ -41,7 +46,26 @@ def finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
-BAD = {  # run as subprocesses: name -> (argv, what stderr must say)
+def in_process(*args: str) -> subprocess.CompletedProcess:
+    """``imgpix ARGS`` through ``imgpix.cli.main`` in this process, on one intra-op thread (restored after):
+    its exit code (argparse's ``SystemExit`` included), stdout and stderr, as ``finish`` gives a subprocess's."""
+    from imgpix.cli import main
+
+    stdout, stderr, threads = io.StringIO(), io.StringIO(), torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                code = main(list(args))
+            except SystemExit as exit_:
+                code = exit_.code
+    finally:
+        torch.set_num_threads(threads)
+    return subprocess.CompletedProcess(["imgpix", *args], code, stdout.getvalue(), stderr.getvalue())
+
+
+SUBPROCESS_BAD = ("theory_domain",)  # the real command's error exit (theory imports no torch); the rest in_process
+BAD = {  # name -> (argv, what stderr must say)
     "tau": (["train", "--tau", "1.5"], r"argument --tau: must be a number in \[0, 1\], got '1.5'"),
     "missing_checkpoint": (["evaluate", "--checkpoint", "{tmp}/nowhere/checkpoint.pt"], r"checkpoint not found"),
     "voc_missing_root": (["train", "--data", "voc", "--root", "{tmp}/no_voc_here", "--out", "{tmp}/voc_out",
@@ -65,16 +89,19 @@ USAGE_ERRORS = {  # parser errors, checked in-process through imgpix.cli.main (n
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
-    """Wave 1: train, theory and every bad command at once; wave 2: evaluations of the trained run."""
+    """Wave 1: train, theory and a bad command as subprocesses, the other bad commands in this process meanwhile;
+    wave 2: evaluations of the trained run (the default sources as a subprocess, the rest in this process)."""
     tmp = tmp_path_factory.mktemp("cli")
     repo = Path(__file__).resolve().parents[1]
     out = tmp / "run"
     (tmp / "no_voc_here").mkdir()  # a folder without the VOC layout
     procs = {"train": start("train", *TRAIN_ARGS, "--out", str(out), cwd=repo),
              "theory": start("theory", cwd=repo)}
-    for name, (argv, _) in BAD.items():
-        procs[name] = start(*(a.format(tmp=tmp) for a in argv), cwd=repo)
-    results = {name: finish(proc) for name, proc in procs.items()}
+    for name in SUBPROCESS_BAD:
+        procs[name] = start(*(a.format(tmp=tmp) for a in BAD[name][0]), cwd=repo)
+    results = {name: in_process(*(a.format(tmp=tmp) for a in argv))  # while the subprocesses run
+               for name, (argv, _) in BAD.items() if name not in SUBPROCESS_BAD}
+    results.update({name: finish(proc) for name, proc in procs.items()})
     assert results["train"].returncode == 0, results["train"].stderr[-3000:]
     assert not (tmp / "voc_out").exists()  # the data are checked before --out is made
     # a copy of the checkpoint without its labeler (as if trained with --labeler none)
@@ -86,14 +113,13 @@ def runs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
     state["config"].update(fusion=None, train_labels="none")  # as if trained with --fusion none
     unfused = tmp / "unfused.pt"
     torch.save(state, unfused)
-    wave2 = {"eval_oracle": start("evaluate", "--checkpoint", str(out), "--label-source", "oracle", cwd=repo),
-             "eval_default": start("evaluate", "--checkpoint", str(out / "checkpoint.pt"), cwd=repo),
-             "eval_no_labeler": start("evaluate", "--checkpoint", str(no_labeler), "--label-source", "labeler",
-                                      cwd=repo),
-             "eval_unfused": start("evaluate", "--checkpoint", str(unfused), cwd=repo),
-             "eval_unfused_oracle": start("evaluate", "--checkpoint", str(unfused), "--label-source", "oracle",
-                                          cwd=repo)}
-    results.update({name: finish(proc) for name, proc in wave2.items()})
+    default = start("evaluate", "--checkpoint", str(out / "checkpoint.pt"), cwd=repo)  # the real command
+    results.update({  # the same entry point in this process, while the subprocess runs
+        "eval_oracle": in_process("evaluate", "--checkpoint", str(out), "--label-source", "oracle"),
+        "eval_no_labeler": in_process("evaluate", "--checkpoint", str(no_labeler), "--label-source", "labeler"),
+        "eval_unfused": in_process("evaluate", "--checkpoint", str(unfused)),
+        "eval_unfused_oracle": in_process("evaluate", "--checkpoint", str(unfused), "--label-source", "oracle")})
+    results["eval_default"] = finish(default)
     results["_out"] = out  # type: ignore[assignment]
     return results
 

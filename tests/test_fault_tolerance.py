@@ -9,6 +9,9 @@ resume at epoch 2 and finish with exactly (bit for bit, on CPU with one
 thread) the parameters, optimiser states and metrics.csv of an uninterrupted
 run with the same seed; only the wall-clock ``seconds`` column may differ.
 Exact equality holds because every epoch reseeds its shuffle and torch's RNG.
+
+The uninterrupted reference run goes on in a second process meanwhile (one intra-op thread each, so on two
+cores the test takes about as long as the interrupted run and its resumption).
 """
 
 from __future__ import annotations
@@ -45,6 +48,16 @@ def run(out: Path) -> subprocess.CompletedProcess:
     result = subprocess.run(command(out), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
+
+
+def start(out: Path) -> subprocess.Popen:
+    """The same command, not awaited: its output goes to files in ``out``'s parent (no pipe to fill up)."""
+    logs = [(out.parent / f"{out.name}.{name}").open("w") for name in ("stdout", "stderr")]
+    try:
+        return subprocess.Popen(command(out), cwd=ROOT, env=ENV, stdout=logs[0], stderr=logs[1])
+    finally:
+        for log in logs:
+            log.close()
 
 
 def kill_mid_epoch(out: Path, pattern: str, timeout: float = 300) -> int:
@@ -87,10 +100,24 @@ def assert_identical(a, b, where="checkpoint"):
 
 def test_sigterm_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     reference, out = tmp_path / "reference", tmp_path / "interrupted"
-    run(reference)
+    uninterrupted = start(reference)  # awaited below, before the comparison
+    try:
+        # some of epoch 2's 32 iterations done: the epoch-1 checkpoint is on disk, epoch 2 is not
+        code = kill_mid_epoch(out, r"epoch 2/3:[^\r]*\| *([1-9]|1[0-9])/32")
+        check_interrupted_then_resume(out, code)
+        assert uninterrupted.wait(timeout=300) == 0, (tmp_path / "reference.stderr").read_text()[-3000:]
+    finally:
+        uninterrupted.kill()  # a no-op for a finished run
+        uninterrupted.wait()
+    assert history(out) == history(reference)  # losses and PA/MPA/FWAA/MIOU of all 3 epochs, exactly
+    final = torch.load(out / CHECKPOINT, weights_only=False)
+    expected = torch.load(reference / CHECKPOINT, weights_only=False)
+    assert final["epoch"] == 3
+    assert_identical(final, expected)  # model, optimiser states (momentum, Adam moments), config
 
-    # some of epoch 2's 32 iterations done: the epoch-1 checkpoint is on disk, epoch 2 is not
-    code = kill_mid_epoch(out, r"epoch 2/3:[^\r]*\| *([1-9]|1[0-9])/32")
+
+def check_interrupted_then_resume(out: Path, code: int) -> None:
+    """What the killed run left in ``out``; then the same command again resumes it to the end."""
     assert code == -signal.SIGTERM
     # nothing torn or temporary left behind; the killed run's lock is stale (no process holds it)
     assert sorted(p.name for p in out.iterdir()) == sorted([*FILES, LOCK_NAME])
@@ -102,8 +129,3 @@ def test_sigterm_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     assert resumed.stdout.startswith(f"resuming from epoch 1 of {out}\n")  # resumed, not restarted, and says so
     assert "epoch 1/3:" not in resumed.stdout and "epoch 2/3:" in resumed.stdout
     assert sorted(p.name for p in out.iterdir()) == FILES  # the stale lock was taken over, then released
-    assert history(out) == history(reference)  # losses and PA/MPA/FWAA/MIOU of all 3 epochs, exactly
-    final = torch.load(out / CHECKPOINT, weights_only=False)
-    expected = torch.load(reference / CHECKPOINT, weights_only=False)
-    assert final["epoch"] == 3
-    assert_identical(final, expected)  # model, optimiser states (momentum, Adam moments), config

@@ -321,11 +321,11 @@ def test_score_interval_mean_and_sd_are_over_the_per_seed_scores():
     images = two_class_images(rng, 30)
     seeds = np.repeat([4, 7, 9], 10)
     per_seed = [stats.score(images[seeds == s].sum(0)) for s in (4, 7, 9)]
-    result = stats.score_ci(images, seeds)
+    result = stats.score_ci(images, seeds, **FAST)  # no resample enters these values
     assert result.value == pytest.approx(np.mean(per_seed), rel=1e-12)
     assert result.seed_sd == pytest.approx(np.std(per_seed, ddof=1), rel=1e-12)
     assert result.n == 3
-    assert stats.score_ci(images[:10], np.zeros(10)).seed_sd == 0.0
+    assert stats.score_ci(images[:10], np.zeros(10), **FAST).seed_sd == 0.0
 
 
 @pytest.mark.parametrize("metric", METRIC_NAMES)
@@ -336,7 +336,7 @@ def test_score_interval_covers_the_population_score(metric):
     covered, estimates, widths = [], [], []
     for repeat in range(40):
         images = two_class_images(np.random.default_rng(100 + repeat), 200)
-        ci = stats.score_ci(images, np.zeros(200), metric, seed=repeat)
+        ci = stats.score_ci(images, np.zeros(200), metric, seed=repeat, **FAST)  # 999 resamples, as --quick
         assert ci.low <= ci.value <= ci.high
         covered.append(ci.low <= truth <= ci.high)
         estimates.append(ci.value)
@@ -355,8 +355,8 @@ def test_score_interval_narrows_as_one_over_root_images():
 def test_score_interval_is_deterministic_for_a_seed():
     images = two_class_images(np.random.default_rng(2), 50)
     seeds = np.repeat([0, 1], 25)
-    assert stats.score_ci(images, seeds, seed=5) == stats.score_ci(images, seeds, seed=5)
-    assert stats.score_ci(images, seeds, seed=5) != stats.score_ci(images, seeds, seed=6)
+    assert stats.score_ci(images, seeds, seed=5, **FAST) == stats.score_ci(images, seeds, seed=5, **FAST)
+    assert stats.score_ci(images, seeds, seed=5, **FAST) != stats.score_ci(images, seeds, seed=6, **FAST)
 
 
 def test_copies_of_one_seed_do_not_narrow_the_score_interval():
@@ -383,7 +383,7 @@ def test_miou_interval_contains_the_estimate_when_classes_are_rare():
 # ------------------------------------------------------------------ paired_difference
 def test_identical_conditions_differ_by_nothing():
     a = two_class_images(np.random.default_rng(4), 40)
-    result = stats.score_difference(a, a.copy(), np.repeat([0, 1], 20))
+    result = stats.score_difference(a, a.copy(), np.repeat([0, 1], 20), **FAST)
     assert result.value == 0.0 and result.p_value == 1.0
     assert result.low == 0.0 == result.high
     assert result.per_seed == (0.0, 0.0) and result.seed_sd == 0.0
@@ -393,15 +393,15 @@ def test_identical_conditions_differ_by_nothing():
 def test_better_on_every_image_is_significant(metric):
     a, b = improved(np.random.default_rng(5), 40)
     seeds = np.repeat([0, 1], 20)
-    result = stats.score_difference(a, b, seeds, metric)
+    result = stats.score_difference(a, b, seeds, metric, **FAST)  # 999 swaps resolve p down to 1/1000
     assert result.value > 0 and result.low > 0
-    assert 1 / (1 + stats.N_RESAMPLES) <= result.p_value < 0.01
+    assert 1 / (1 + stats.QUICK_RESAMPLES) <= result.p_value < 0.01
 
 
 def test_difference_is_the_mean_of_the_per_seed_differences():
     a, b = noisy_pair(np.random.default_rng(6), 30)
     seeds = np.repeat([2, 0, 1], 10)
-    result = stats.score_difference(a, b, seeds)
+    result = stats.score_difference(a, b, seeds, **FAST)  # no resample enters these values
     per_seed = [stats.score(b[seeds == s].sum(0)) - stats.score(a[seeds == s].sum(0)) for s in (0, 1, 2)]
     assert result.per_seed == pytest.approx(per_seed, rel=1e-12)
     assert result.value == pytest.approx(np.mean(per_seed), rel=1e-12)
@@ -412,8 +412,9 @@ def test_difference_is_the_mean_of_the_per_seed_differences():
 def test_swapping_a_and_b_negates_the_difference_and_keeps_p(seed, images, blocks, metric):
     a, b = noisy_pair(np.random.default_rng(seed), images * blocks)
     seeds = np.repeat(np.arange(blocks), images)
-    ab = stats.score_difference(a, b, seeds, metric, seed=seed)
-    ba = stats.score_difference(b, a, seeds, metric, seed=seed)
+    # an identity of the resampling, whatever the number of resamples: the --quick run's 999 (not 9999)
+    ab = stats.score_difference(a, b, seeds, metric, seed=seed, **FAST)
+    ba = stats.score_difference(b, a, seeds, metric, seed=seed, **FAST)
     assert ba.value == pytest.approx(-ab.value, abs=1e-9)
     assert ba.p_value == ab.p_value
     assert (ba.low, ba.high) == pytest.approx((-ab.high, -ab.low), abs=1e-9)
@@ -423,8 +424,8 @@ def test_swapping_a_and_b_negates_the_difference_and_keeps_p(seed, images, block
 def test_paired_difference_is_deterministic_for_a_seed():
     a, b = noisy_pair(np.random.default_rng(7), 30)
     seeds = np.zeros(30)
-    assert stats.score_difference(a, b, seeds, seed=1) == stats.score_difference(a, b, seeds, seed=1)
-    assert stats.score_difference(a, b, seeds, seed=1) != stats.score_difference(a, b, seeds, seed=2)
+    assert stats.score_difference(a, b, seeds, seed=1, **FAST) == stats.score_difference(a, b, seeds, seed=1, **FAST)
+    assert stats.score_difference(a, b, seeds, seed=1, **FAST) != stats.score_difference(a, b, seeds, seed=2, **FAST)
 
 
 @pytest.mark.parametrize("copies", [2, 4, 8])

@@ -66,8 +66,9 @@ def synthetic(scales: dict[str, float], noise: float = 0.0, images: int = 40, se
     return pd.DataFrame(rows)
 
 
-def by_model(table: pd.DataFrame) -> dict[tuple[str, str], str]:
-    tests = tt.equation_tests(table, N, **FAST)
+def by_model(table: pd.DataFrame, tests: pd.DataFrame | None = None) -> dict[tuple[str, str], str]:
+    """(equation, model) -> verdict of ``tests`` (``equation_tests`` of ``table``, computed here if not given)."""
+    tests = tt.equation_tests(table, N, **FAST) if tests is None else tests
     return {(e, m): v for e, m, v in zip(tests.equation, tests.model, tests.verdict)}
 
 
@@ -108,17 +109,18 @@ def test_refuted_wins_and_holds_needs_every_statistic():
 # ------------------------------------------------------------------ verdicts on known tables
 def test_a_table_that_obeys_the_theory_holds():
     table = synthetic({tt.UNTRAINED: 1.0, "trained": 1.0}, noise=0.05)
-    found = by_model(table)
+    raw = tt.equation_tests(table, N, **FAST)  # computed once: the verdicts below are made from it
+    found = by_model(table, raw)
     for eq in DECIDED:
         assert found[(eq, "trained")] == vd.HOLDS, eq
         assert found[(eq, tt.UNTRAINED)] == vd.IDENTITY_PASSES, eq
     assert found[("4", "trained")] == found[("5", "trained")] == vd.NOT_TESTABLE
-    out = tt.verdicts(table, N, **FAST).set_index("equation")
+    out = tt.verdicts(table, N, tests=raw).set_index("equation")
     assert out.index.tolist() == list(tt.EQUATIONS)
     assert out.loc["6", "verdict"] == "holds for trained networks"
     assert out.loc["4", "verdict"] == "not testable here for trained networks"
     assert "uniform prior" in out.loc["4", "note"] and (out.identity_check == vd.IDENTITY_PASSES).all()
-    tests = tt.equation_tests(table, N, **FAST).set_index(["equation", "model"])
+    tests = raw.set_index(["equation", "model"])
     six = tests.loc[("6", "trained")]
     assert six.measured_low <= six.measured <= six.measured_high and six.theory_slope == 1.0
     slope = tests.loc[("6 vs n", "trained")]
@@ -138,9 +140,10 @@ def test_a_network_far_below_the_theory_is_refuted_for_trained_networks():
 
 def test_a_negative_slope_is_refuted():
     table = synthetic({"trained": -0.4}, noise=0.05)
-    found = by_model(table)
+    raw = tt.equation_tests(table, N, **FAST)
+    found = by_model(table, raw)
     assert {found[(eq, "trained")] for eq in DECIDED} == {vd.REFUTED}
-    six = tt.equation_tests(table, N, **FAST).set_index("equation").loc["6"]
+    six = raw.set_index("equation").loc["6"]
     assert six.slope == pytest.approx(-0.4, abs=0.05) and six.slope_high < 0
 
 
@@ -233,13 +236,14 @@ def test_one_m_and_k_makes_eq_13_14_untestable_in_this_design_and_never_nan_or_i
     """One m and k for every image (the experiment's case3 (m=3, k=1)): Eq. 14's x = log 4 takes one value,
     so the equation is not testable in this design, in words; the Markdown shows no nan or inf."""
     table = synthetic({tt.UNTRAINED: 1.0, "trained": 1.0}, noise=0.05, m=3, k=1)
-    tests = tt.equation_tests(table, N, **FAST).set_index(["equation", "model"])
+    raw = tt.equation_tests(table, N, **FAST)  # computed once: the verdicts below are made from it
+    tests = raw.set_index(["equation", "model"])
     row = tests.loc[("13/14", "trained")]
     assert row.verdict == vd.NOT_IN_DESIGN and all(row[c] is None for c in ("slope", "slope_low", "intercept", "r"))
     assert row.note.startswith("not testable in this design: log((m'+k')/k') takes one value, 1.39, on every image "
                                "(m' = 3, k' = 1 on every image)")
     assert tests.loc[("13/14", tt.UNTRAINED), "verdict"] == vd.IDENTITY_PASSES  # by the ratio
-    out = tt.verdicts(table, N, **FAST).set_index("equation")
+    out = tt.verdicts(table, N, tests=raw).set_index("equation")
     assert out.loc["13/14", "verdict"] == "not testable in this design for trained networks"
     assert out.loc["13/14", "note"].startswith("not testable in this design")
     assert -1 <= tests.loc[("6", "trained"), "r"] <= 1 and tests.loc[("6", "trained"), "note"] == ""
@@ -383,11 +387,12 @@ def test_the_uniform_networks_identity_is_exact():
         fit = fits.loc[condition]
         for key, value in (("slope", 1.0), ("intercept", 0.0), ("r", 1.0)):
             assert (fit[key], fit[f"{key}_low"], fit[f"{key}_high"]) == pytest.approx((value,) * 3, abs=1e-5)
-    tests = tt.equation_tests(table, N, **FAST).set_index("equation")
+    raw = tt.equation_tests(table, N, **FAST)
+    tests = raw.set_index("equation")
     needs = {"11/12": "removed_truth"}
     run = [eq for eq in tt.EQUATIONS if needs.get(eq, "removed") in table]
     assert (tests.loc[run, "verdict"] == vd.IDENTITY_PASSES).all(), tests.loc[run, ["verdict", "note"]]
-    assert (tt.verdicts(table, N, **FAST).set_index("equation").loc[run, "verdict"] == vd.NOT_TESTED).all()
+    assert (tt.verdicts(table, N, tests=raw).set_index("equation").loc[run, "verdict"] == vd.NOT_TESTED).all()
 
 
 def test_the_absent_mass_is_exact_for_a_uniform_and_for_a_certain_network():
