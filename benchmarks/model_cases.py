@@ -109,20 +109,35 @@ def peak_memory(kind: str, arch: str, variant: str, device) -> float:
     """Peak bytes of one call: ``max_memory_allocated`` on GPU; on CPU the peak RSS (VmHWM) of a
     fresh subprocess that builds the workload and runs it twice (torch and the weights included;
     ``ru_maxrss`` is not used because it carries the parent's peak over from fork)."""
+    return peak_memories(kind, arch, (variant,), device)[0]
+
+
+def peak_memories(kind: str, arch: str, variants, device) -> list[float]:
+    """``peak_memory`` of each variant; on CPU their subprocesses run at once (a peak RSS is per process, so
+    they do not disturb each other's, and the interpreter and torch start-up of each overlap)."""
     device = torch.device(device)
     if device.type == "cuda":
-        run = CASES[kind](arch, variant, device)
-        run()
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        run()
-        torch.cuda.synchronize()
-        return float(torch.cuda.max_memory_allocated())
+        peaks = []
+        for variant in variants:
+            run = CASES[kind](arch, variant, device)
+            run()
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            run()
+            torch.cuda.synchronize()
+            peaks.append(float(torch.cuda.max_memory_allocated()))
+        return peaks
     here = str(Path(__file__).resolve().parent)
-    code = (f"import sys; sys.path.insert(0, {here!r}); import model_cases as m; "
-            f"run = m.CASES[{kind!r}]({arch!r}, {variant!r}, 'cpu'); run(); run(); "
-            "print(next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')))")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}  # glibc's default trimming
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
-    return float(result.stdout.strip().splitlines()[-1])
-
+    procs = []
+    for variant in variants:
+        code = (f"import sys; sys.path.insert(0, {here!r}); import model_cases as m; "
+                f"run = m.CASES[{kind!r}]({arch!r}, {variant!r}, 'cpu'); run(); run(); "
+                "print(next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')))")
+        procs.append(subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True, env=env))
+    outputs = [proc.communicate() for proc in procs]
+    for proc, (stdout, stderr) in zip(procs, outputs):
+        if proc.returncode:
+            raise subprocess.CalledProcessError(proc.returncode, proc.args, stdout, stderr)
+    return [float(stdout.strip().splitlines()[-1]) for stdout, _ in outputs]

@@ -16,7 +16,8 @@ one run (``measure_ratio``): absolute times on a shared machine are noise.
   ``torch.cuda.synchronize`` inside the timed region on GPU.
 * ``measure_ratio(fn, baseline, device)`` -- a ``Ratio``: per-round ratios with
   the two sides interleaved, extra rounds only while the rounds are too spread
-  out for their median to be sure.
+  out for their median to be sure; ``measure_ratios`` does it for several
+  functions against one baseline timed once per round.
 * ``copy_fwd`` / ``copy_fwd_bwd`` -- the bandwidth baseline: a tensor copy
   (``x.clone()``) of the same size, forward or forward + backward;
   ``fwd_bwd(op, x, grad)`` the same harness for any op.
@@ -32,7 +33,7 @@ import statistics
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 from torch import Tensor
@@ -166,22 +167,52 @@ def measure_ratio(
     are added, up to ``max_repeats`` in all (default ``repeats``): a quiet
     machine pays for ``repeats`` rounds only.
     """
+    return measure_ratios({"fn": fn}, baseline, device, warmup=warmup, repeats=repeats, max_repeats=max_repeats,
+                          tolerance=tolerance, clock=clock)["fn"]
+
+
+def measure_ratios(
+    fns: Mapping[str, Callable[[], object]],
+    baseline: Callable[[], object],
+    device: str | torch.device,
+    *,
+    warmup: int = 2,
+    repeats: int = 10,
+    max_repeats: int | None = None,
+    tolerance: float | Mapping[str, float] = 0.02,
+    clock: str | Callable[[], float] = "wall",
+) -> dict[str, Ratio]:
+    """``measure_ratio`` of each of ``fns`` against one ``baseline``, measured together: a round times the
+    baseline once and each function once, in an order rotated round by round (for one function: alternating,
+    as ``measure_ratio``), and each function's ratio in the round is to that baseline time. So the baseline
+    runs once per round for all the ratios, not once per ratio. After ``repeats`` rounds, a round times only
+    the functions whose ratio's ``Ratio.error`` still exceeds its ``tolerance`` (one for all, or one per
+    name), each up to ``max_repeats`` rounds: every ratio gets exactly the rounds ``measure_ratio`` would give it.
+    """
     max_repeats = repeats if max_repeats is None else max_repeats
     if not 1 <= repeats <= max_repeats:
         raise ValueError(f"need 1 <= repeats <= max_repeats, got {repeats} and {max_repeats}")
+    if not fns:
+        raise ValueError("need at least one function to time against the baseline")
+    tolerances = tolerance if isinstance(tolerance, Mapping) else dict.fromkeys(fns, tolerance)
     for _ in range(warmup):
-        fn()
+        for fn in fns.values():
+            fn()
         baseline()
-    ratios: list[float] = []
-    while len(ratios) < repeats or (Ratio(tuple(ratios)).error > tolerance and len(ratios) < max_repeats):
-        if len(ratios) % 2:  # alternate the order too, so neither side always runs "second"
-            b = time_once(baseline, device, clock)
-            a = time_once(fn, device, clock)
-        else:
-            a = time_once(fn, device, clock)
-            b = time_once(baseline, device, clock)
-        ratios.append(a / b)
-    return Ratio(tuple(ratios))
+    ratios: dict[str, list[float]] = {name: [] for name in fns}
+
+    def unsure(name: str) -> bool:
+        return Ratio(tuple(ratios[name])).error > tolerances[name]
+
+    rounds = 0
+    while active := [name for name in fns if rounds < repeats or (rounds < max_repeats and unsure(name))]:
+        calls = [*((name, fns[name]) for name in active), (None, baseline)]  # None: the baseline
+        shift = rounds % len(calls)  # rotate the order, so no function always runs first or right after another
+        times = {name: time_once(call, device, clock) for name, call in calls[shift:] + calls[:shift]}
+        for name in active:
+            ratios[name].append(times[name] / times[None])
+        rounds += 1
+    return {name: Ratio(tuple(r)) for name, r in ratios.items()}
 
 
 def copy_fwd(x: Tensor) -> Callable[[], Tensor]:

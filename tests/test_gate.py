@@ -105,6 +105,53 @@ def test_measure_ratio_adds_rounds_only_while_the_median_is_unsure():
     assert timing.Ratio((1.0, 1.0, 3.0, 1.0)).error == pytest.approx(0.5 / 2)  # IQR 0.5 / median 1 / sqrt(4)
 
 
+def test_measure_ratios_times_the_baseline_once_a_round_for_every_ratio():
+    now, order = [0.0], []
+    clock = lambda: now[0]  # noqa: E731
+
+    def timed(name, durations):
+        steps = iter(durations)
+
+        def run():
+            order.append(name)
+            now[0] += next(steps)
+
+        return run
+
+    ratios = timing.measure_ratios({"a": timed("a", itertools.repeat(2.0)), "b": timed("b", itertools.repeat(3.0))},
+                                   timed("plain", itertools.repeat(1.0)), "cpu", warmup=1, repeats=3, clock=clock)
+    assert {name: r.rounds for name, r in ratios.items()} == {"a": (2.0,) * 3, "b": (3.0,) * 3}
+    # one warm-up each, then the order rotates round by round; plain runs once a round, not once a ratio
+    assert order == ["a", "b", "plain", "a", "b", "plain", "b", "plain", "a", "plain", "a", "b"]
+    # rounds are added only for the ratio that is unsure: b's rounds read 1, 3, 1, ... up to the cap
+    order.clear()
+    ratios = timing.measure_ratios({"a": timed("a", itertools.repeat(2.0)),
+                                    "b": timed("b", itertools.cycle([1.0, 3.0]))},
+                                   timed("plain", itertools.repeat(1.0)), "cpu", warmup=0, repeats=3, max_repeats=7,
+                                   tolerance={"a": 0.02, "b": 0.02}, clock=clock)
+    assert ratios["a"].rounds == (2.0,) * 3 and ratios["b"].rounds == (1.0, 3.0) * 3 + (1.0,)
+    assert order.count("a") == 3 and order.count("b") == order.count("plain") == 7
+    assert order[9:] == ["plain", "b", "b", "plain"] * 2  # after round 3: b and plain, still alternating
+    with pytest.raises(ValueError, match="at least one"):
+        timing.measure_ratios({}, lambda: None, "cpu")
+
+
+def test_gates_of_one_kind_share_one_measurement_and_are_remeasured_alone(monkeypatch):
+    together, alone = [], []
+    monkeypatch.setattr(gate, "model_ratios", lambda kind, variants, device, rounds, tolerance: together.append(
+        (kind, tuple(variants), tolerance)) or {v: timing.Ratio((1.0 + i,)) for i, v in enumerate(variants)})
+    monkeypatch.setattr(gate, "model_ratio", lambda kind, variant, device, rounds, tolerance: alone.append(
+        (kind, variant, tolerance)) or timing.Ratio((9.0,)))
+    gates = {g.name: g for g in gate.default_gates("cpu", repeats=2)}
+    fused = gates["FCN-8s fused / plain fwd+bwd [cpu]"]
+    generator = gates["FCN-8s fused+generator / plain fwd+bwd [cpu]"]
+    assert fused.measure().value == 1.0 and generator.measure().value == 2.0
+    assert together == [("model", ("fused", "fused+generator"), {"fused": 0.025, "fused+generator": 0.025})]
+    assert generator.measure().value == 9.0 and alone == [("model", "fused+generator", 0.025)]  # measured again
+    assert gates["FCN-8s joint / plain training iteration [cpu]"].measure().value == 2.0
+    assert together[-1] == ("step", ("3step", "joint"), {"3step": 0.02, "joint": 0.025})
+
+
 def test_measure_ratio_rejects_bad_round_counts():
     with pytest.raises(ValueError, match="repeats"):
         timing.measure_ratio(lambda: None, lambda: None, "cpu", repeats=5, max_repeats=3)
