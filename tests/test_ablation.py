@@ -280,6 +280,23 @@ def test_quick_run_tables_hold_the_paper_and_the_paired_tests(quick_run):
     assert table1["baseline"]["MIOU"] == table2["baseline"]["MIOU"]  # one trained baseline, shown twice
 
 
+def test_quick_run_markdown_tables_fit_a_page_and_hold_every_row(quick_run):
+    """Each printed table is two: the scores of every row, then the comparisons of the rows that have a
+    reference; no table line runs past 160 characters (the widest row name is 49), and no cell says nan."""
+    out = quick_run[0] / "out"
+    for key in ablation.TABLES:
+        frame = pd.read_csv(out / f"{key}.csv", keep_default_na=False)
+        text = (out / f"{key}.md").read_text()
+        tables = [block for block in text.split("\n\n") if block.startswith("|")]
+        assert len(tables) == 2, key
+        rows = [[cell.strip() for cell in line.split("|")[1:-1]] for table in tables for line in table.splitlines()]
+        scores, comparison = ([line.split("|")[1].strip() for line in table.splitlines()[2:]] for table in tables)
+        assert scores == list(frame["row"])
+        assert comparison == list(frame.loc[frame["reference"] != "", "row"])
+        assert max(len(line) for table in tables for line in table.splitlines()) <= 160, key
+        assert not any("nan" in row for row in rows), key
+
+
 def test_quick_run_tunes_on_the_selection_split_and_trains_the_cells_with_the_choice(quick_run):
     out = quick_run[0] / "out"
     tuning = pd.read_csv(out / "tuning.csv")

@@ -51,13 +51,13 @@ from .design import (
     train_config,
     tuned_settings,
 )
-from .report import OUTPUTS, docs_markdown, markdown_frame, plot_learning_curves, plot_tables, write_outputs
+from .report import OUTPUTS, docs_markdown, markdown_frames, plot_learning_curves, plot_tables, write_outputs
 from .run import cell_path, evaluate_rows, run, run_cell, run_tuning
 
 __all__ = [
     "COMPARISON", "Cells", "DEFAULT_SEEDS", "DOT", "EPOCH_MATCHED", "LR_SCHEDULE", "OUTPUTS", "PAPER_BASELINE",
     "PAPER_NOTE", "PAPER_SETTINGS", "PRESETS", "Row", "TABLES", "TUNING", "VARIANTS", "AblationConfig", "cell_path",
     "choose", "collapsed", "constant_score", "curve_name", "curves", "docs_markdown", "evaluate_rows",
-    "label_source", "markdown_frame", "plan", "plateau", "plot_learning_curves", "plot_tables", "row_specs", "run",
+    "label_source", "markdown_frames", "plan", "plateau", "plot_learning_curves", "plot_tables", "row_specs", "run",
     "run_cell", "run_tuning", "table", "train_config", "tuned_settings", "tuning_table", "write_outputs",
 ]

@@ -35,25 +35,29 @@ def _p(p: float) -> str:
     return "" if math.isnan(p) else f"{p:.3g}"
 
 
-def markdown_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """The printed form of a table: MIOU mean ± sd, the difference to the reference decided over seeds (per-seed
-    values, t interval, p), the interval over images given the trained networks, the paper beside us."""
+def markdown_frames(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The printed form of a table, in two parts that fit a page: the scores (MIOU mean ± sd, the per-seed
+    differences to the reference, the paper beside us, collapsed seeds), then the comparison decided over seeds
+    (t interval, p, verdict) beside the interval over images given the trained networks."""
     per_seed = ["" if not isinstance(d, list) else ", ".join(f"{v:+.1f}" for v in d) for d in frame["per_seed_delta"]]
-    return pd.DataFrame({
+    scores = pd.DataFrame({
         "row": frame["row"], "updates": frame["updates"],
         "MIOU (mean ± sd)": [_pm(m, s) for m, s in zip(frame["MIOU"], frame["MIOU_sd"])],
-        "vs": frame["reference"],
         "Δ per seed": per_seed,
+        "paper MIOU": [_paper(v) for v in frame["paper_MIOU"]],
+        "collapsed": [", ".join(map(str, c)) if c else "" for c in frame["collapsed_seeds"]],
+    })
+    compared = frame["reference"].astype(str) != ""
+    comparison = pd.DataFrame({
+        "row": frame["row"], "vs": frame["reference"],
         "Δ [95% CI over seeds]": [_interval(v, lo, hi) for v, lo, hi in
                                   zip(frame["delta"], frame["delta_seeds_ci_low"], frame["delta_seeds_ci_high"])],
         "p (seeds)": [_p(p) for p in frame["p_seeds"]],
-        "Δ CI, these nets (images)": ["" if math.isnan(lo) else f"[{lo:+.2f}, {hi:+.2f}]" for lo, hi in
-                                      zip(frame["delta_ci_low"], frame["delta_ci_high"])],
-        "verdict": frame["verdict"],
-        "paper MIOU": [_paper(v) for v in frame["paper_MIOU"]],
-        "vs paper": frame["vs_paper"],
-        "collapsed": [", ".join(map(str, c)) if c else "" for c in frame["collapsed_seeds"]],
-    })
+        "Δ CI (images)": ["" if math.isnan(lo) else f"[{lo:+.2f}, {hi:+.2f}]" for lo, hi in
+                          zip(frame["delta_ci_low"], frame["delta_ci_high"])],
+        "verdict": frame["verdict"], "vs paper": frame["vs_paper"],
+    })[compared.to_numpy()]
+    return scores, comparison
 
 
 def agreement_markdown(frame: pd.DataFrame) -> str:
@@ -127,8 +131,10 @@ def write_outputs(cfg: AblationConfig, outputs: Outputs, cells: dict, sweep: lis
     markdown = {}
     for key, frame in frames.items():  # CSV: every number; Markdown: the printed form
         outputs.write_text(f"{key}.csv", frame.to_csv(index=False))
-        markdown[key] = f"### {TABLES[key][0]}\n\n" + markdown_table(markdown_frame(frame), floatfmt="g")
-        markdown[key] += agreement_markdown(frame)
+        scores, comparison = markdown_frames(frame)
+        agreement = agreement_markdown(frame)
+        markdown[key] = (f"### {TABLES[key][0]}\n\n" + markdown_table(scores, floatfmt="g") + "\n"
+                         + markdown_table(comparison, floatfmt="g") + ("\n" + agreement if agreement else ""))
         outputs.write_text(f"{key}.md", markdown[key])
     tuning = tuning_table(sweep, choices) if sweep else pd.DataFrame()
     outputs.write_text("tuning.csv", tuning.to_csv(index=False))
