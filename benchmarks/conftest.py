@@ -16,10 +16,14 @@ not from this conftest. Typical use in a benchmark::
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from report import row, table
 from timing import PEDANTIC, copy_fwd, copy_fwd_bwd, measure
 from torch import Tensor
+
+LOAD_AT_START = pytest.StashKey[float]()  # the 1-minute load average when the session started
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -27,6 +31,19 @@ def pytest_configure(config):
     """pytest-benchmark's own table: median, IQR and rounds only (its full table is about 200 columns)."""
     if hasattr(config.option, "benchmark_columns") and not config.option.benchmark_columns:  # not chosen by the user
         config.option.benchmark_columns = ["median", "iqr", "rounds"]
+    config.stash[LOAD_AT_START] = os.getloadavg()[0]
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """What a saved run's numbers also depend on, for ``report.py --write``: torch, its threads, the GPU, and
+    the 1-minute load average when the session started and when it was saved, and this process's niceness."""
+    import torch
+
+    machine_info["torch"] = torch.__version__
+    machine_info["torch_threads"] = torch.get_num_threads()
+    machine_info["cuda_device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    machine_info["load_average"] = [config.stash.get(LOAD_AT_START, None), os.getloadavg()[0]]
+    machine_info["nice"] = os.nice(0)
 
 
 def pytest_terminal_summary(terminalreporter, config):
