@@ -27,12 +27,9 @@ def cpu_name() -> str:
 
 
 def versions() -> dict:
-    """Python, platform, CPU, package versions, torch threads and the git commit: what a result was made with
-    (float results differ between CPU kinds)."""
-    import torch
-
-    found = {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu_name(),
-             "torch_threads": torch.get_num_threads()}
+    """Python, platform, CPU, package versions and the git commit: what a result was made with (float results
+    differ between CPU kinds). The worker processes' torch threads are in a summary's ``timings``."""
+    found = {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu_name()}
     for name in ("imgpix", "torch", "numpy", "scipy", "pandas"):
         try:
             found[name] = metadata.version(name)

@@ -191,7 +191,7 @@ def run(cfg: AblationConfig, out: Path | None = None, force: bool = False, cache
         results = {(v, s): cells.load(variant=v, seed=s) for v in VARIANTS for s in range(cfg.seed_count)}
         summary = write_outputs(cfg, opened.outputs, results, sweep, choices)
         computed = [tuning.load(**c[2]) if c[0] == "tuning" else cells.load(**c[2]) for c in first + rest]
-        summary["timings"] = {"wall_s": round(time.perf_counter() - start, 1), "jobs": jobs,
+        summary["timings"] = {"wall_s": round(time.perf_counter() - start, 1), "jobs": jobs, "threads": threads,
                               "resumed": opened.resumed, "cells_computed": len(computed),
                               "models_trained": sum(not unit["cache_hit"] for unit in computed)}
         summary["out"] = str(out)
