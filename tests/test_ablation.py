@@ -4,6 +4,7 @@ addition fusion, an end-to-end run through the command line, resume / --force, b
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import signal
@@ -32,6 +33,26 @@ ENV = {**os.environ, "PYTHONHASHSEED": "0"}
 TINY = ("--quick", "--seeds", "2", "--epochs", "1", "--num-train", "16", "--num-val", "8", "--no-progress")
 ITERATIONS = 16 // ablation.PRESETS["quick"]["batch_size"]  # per epoch, in the TINY run
 POINTS = sum(len(grid) for _, grid, _ in ablation.TUNING.values())  # tuning runs
+
+
+@pytest.fixture(scope="module")
+def script_main():
+    """``validation/ablation.py``'s ``main`` called in this process: its exit status (argparse's too), with the
+    SIGTERM handler it installs put back."""
+    spec = importlib.util.spec_from_file_location("ablation_cli", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def call(*args: str) -> int:
+        handler = signal.getsignal(signal.SIGTERM)
+        try:
+            return module.main(list(args))
+        except SystemExit as stop:
+            return stop.code
+        finally:
+            signal.signal(signal.SIGTERM, handler)
+
+    return call
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -392,10 +413,13 @@ def test_real_data_run_reports_test_and_chooses_on_val(tmp_path):
     (("--scene-preset", "bogus"), "bogus"), (("--threads", "0"), "--threads"), (("--data", "folder"), "--root"),
     (("--resize", "64"), "--resize"),
 ])
-def test_bad_arguments_exit_2_with_one_line(args, words, tmp_path):
-    done = run_cli("--quick", "--no-progress", "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path), *args)
-    assert done.returncode == 2
-    assert len(done.stderr.strip().splitlines()) == 1 and words in done.stderr and "Traceback" not in done.stderr
+def test_bad_arguments_exit_2_with_one_line(args, words, tmp_path, script_main, capsys):
+    """In this process, through the script's own ``main`` (the script in a fresh interpreter is run by the tests
+    around this one): a subprocess per case cost 13 torch imports."""
+    code = script_main("--quick", "--no-progress", "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path), *args)
+    errors = capsys.readouterr().err
+    assert code == 2
+    assert len(errors.strip().splitlines()) == 1 and words in errors and "Traceback" not in errors
     assert not (tmp_path / "out").exists()
 
 
