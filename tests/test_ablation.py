@@ -450,11 +450,12 @@ def one_line(done: subprocess.CompletedProcess, code: int, *words: str) -> None:
     assert all(word in lines[0] for word in words), lines[0]
 
 
-def test_unwritable_out_or_cache_is_refused_in_one_line(tmp_path, read_only_dir):
-    one_line(run_cli("--quick", "--no-progress", "--out", str(read_only_dir / "out"), "--cache-dir",
-                     str(tmp_path / "cache")), 2, "--out", "cannot write")
-    one_line(run_cli("--quick", "--no-progress", "--out", str(tmp_path / "out"), "--cache-dir",
-                     str(read_only_dir / "cache")), 2, "--cache-dir", "cannot write")
+def test_unwritable_out_or_cache_is_refused_in_one_line(tmp_path, read_only_dir, script_main, capsys):
+    for out, cache, option in ((read_only_dir / "out", tmp_path / "cache", "--out"),
+                               (tmp_path / "out", read_only_dir / "cache", "--cache-dir")):
+        code = script_main("--quick", "--no-progress", "--out", str(out), "--cache-dir", str(cache))
+        errors = capsys.readouterr().err
+        one_line(subprocess.CompletedProcess([], code, "", errors), 2, option, "cannot write")
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
 
 

@@ -648,11 +648,11 @@ def test_script_refuses_a_device_it_does_not_have_in_one_line(tmp_path):
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
 
 
-def test_script_refuses_an_unwritable_out_or_cache_in_one_line(tmp_path, read_only_dir):
-    one_line(finish(popen(args(read_only_dir / "out", tmp_path / "cache"))), 2, "--out", "cannot write")
-    one_line(finish(popen(args(tmp_path / "out", read_only_dir / "cache"))), 2, "--cache-dir", "cannot write")
+def test_script_refuses_an_unwritable_out_or_cache_in_one_line(tmp_path, read_only_dir, cli):
+    one_line(call(cli, args(read_only_dir / "out", tmp_path / "cache")), 2, "--out", "cannot write")
+    one_line(call(cli, args(tmp_path / "out", read_only_dir / "cache")), 2, "--cache-dir", "cannot write")
     (tmp_path / "file").write_text("x")
-    one_line(finish(popen(args(tmp_path / "file" / "out", tmp_path / "cache"))), 2, "--out", "not a directory")
+    one_line(call(cli, args(tmp_path / "file" / "out", tmp_path / "cache")), 2, "--out", "not a directory")
     assert not (tmp_path / "out").exists()
 
 
