@@ -167,6 +167,7 @@ def test_run_writes_every_output(main_run):
             assert (out / name).read_bytes()[:8] == PNG, name
     assert sorted(p.name for p in (out / "seeds").iterdir()) == ["seed0.json.gz", "seed1.json.gz"]
     assert "unfused + unfused" in outcome.stdout and "oracle_beats_baseline" in outcome.stdout
+    assert (out / "tau_anchor.md").read_text().startswith("| model ")  # the anchor alone, no empty tau table
 
 
 def test_summary_holds_claims_verdicts_labeler_headline_and_table(main_run, table):

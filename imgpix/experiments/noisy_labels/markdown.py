@@ -176,12 +176,13 @@ def case2_markdown(frame: pd.DataFrame) -> str:
 
 
 def tau_markdown(curve: pd.DataFrame, anchor: pd.DataFrame) -> str:
+    """The tau curve (mean [CI] per model and tau; none for an empty ``curve``), then the tau = 0 anchor."""
     models = list(curve.model.unique())
     rows = []
     for tau, group in curve.groupby("tau", sort=True):
         cells = {r.model: interval(r.mean, r.low, r.high, ".1f") for r in group.itertuples()}
         rows.append([f"{tau:.2f}"] + [cells.get(m, DASH) for m in models])
-    lines = [_md(["tau"] + [f"{m} + labeler@tau" for m in models], rows)]
+    lines = [_md(["tau"] + [f"{m} + labeler@tau" for m in models], rows)] if rows else []
     if len(anchor):
         lines.append(_md(["model", "MIOU at tau = 0", "baseline MIOU", f"difference [{LEVEL} CI, seeds]",
                           "p (t, seeds)"],
