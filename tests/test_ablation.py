@@ -303,7 +303,7 @@ def test_quick_run_tables_hold_the_paper_and_the_paired_tests(quick_run):
 
 def test_quick_run_markdown_tables_fit_a_page_and_hold_every_row(quick_run):
     """Each printed table is two: the scores of every row, then the comparisons of the rows that have a
-    reference; no table line runs past 160 characters (the widest row name is 49), and no cell says nan."""
+    reference; no table line runs past 160 characters, and no cell says nan."""
     out = quick_run[0] / "out"
     for key in ablation.TABLES:
         frame = pd.read_csv(out / f"{key}.csv", keep_default_na=False)
